@@ -114,6 +114,20 @@ impl Renderer {
         font.map_or(Ok(self.default_face), |spec| self.book.resolve(spec))
     }
 
+    /// Name (`path#index`) of the face that draws `ch` in a line set in `font` (`None`: the
+    /// default), after fallback; `None` when no installed font has it.
+    pub fn font_for_char(
+        &self,
+        ch: char,
+        font: Option<&str>,
+    ) -> Result<Option<String>, RenderError> {
+        let face = self.face(font)?;
+        Ok(self
+            .cache
+            .info(&self.book, face, ch)
+            .map(|info| self.book.face(info.face).name.clone()))
+    }
+
     /// The file and face index that `font` (a spec as in [`RenderOptions::font`], or `None`
     /// for the default) resolves to; `None` for fonts that live only in memory.
     pub fn font_file(

@@ -1,0 +1,27 @@
+# The two commands of the quick start: `make demo` and `make test`. Each runs setup first
+# (idempotent; seconds when everything is already there).
+CARGO ?= cargo
+
+.PHONY: setup demo test lint bench fixtures
+
+setup:
+	@scripts/setup
+
+demo: setup
+	@$(CARGO) build --release --quiet
+	@mkdir -p out
+	@echo "rendering examples/poster-layout.json:"
+	@target/release/letterpress render examples/poster-layout.json -o out/mask.png \
+		--seg out/seg.png --preview out/preview.png --boxes out/boxes.json
+	@target/release/letterpress render examples/poster-layout.json -o out/mask-inverse.png --inverse
+
+test: setup
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: setup
+	$(CARGO) build --release --quiet
+	target/release/letterpress bench render
