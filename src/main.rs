@@ -1,6 +1,7 @@
 //! `letterpress`: the command-line front end. It parses arguments and calls the library crates.
 
 mod bench;
+mod layout_cmd;
 mod render_cmd;
 
 use anyhow::Result;
@@ -19,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Plan a layout for a prompt: which text goes where.
+    Layout(layout_cmd::LayoutArgs),
     /// Render a layout as a glyph mask (white on black), with optional extras.
     Render(render_cmd::RenderArgs),
     /// Benchmarks that print a ratio against a reference measured in the same run.
@@ -42,6 +45,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Layout(args) => layout_cmd::run(args),
         Command::Render(args) => render_cmd::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     }

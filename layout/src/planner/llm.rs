@@ -156,6 +156,7 @@ impl<'m> LlmPlanner<'m> {
             planner: planner.into(),
             template: None,
             seed,
+            font_px: Vec::new(),
             warnings,
         })
     }

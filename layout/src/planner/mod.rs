@@ -25,6 +25,10 @@ pub struct Plan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template: Option<Template>,
     pub seed: u64,
+    /// Planned font size of each line in pixels (typographic placements only; empty for
+    /// lines an LLM placed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub font_px: Vec<f32>,
     pub warnings: Vec<String>,
 }
 

@@ -100,6 +100,7 @@ impl<'m> TypographicPlanner<'m> {
             planner: "typographic".into(),
             template: None,
             seed,
+            font_px: Vec::new(),
             warnings: Vec::new(),
         };
         if keywords.is_empty() {
@@ -157,6 +158,7 @@ impl<'m> TypographicPlanner<'m> {
             line.font = self.font.clone();
             line.align = (align != Align::Center).then_some(align);
             plan.layout.lines.push(line);
+            plan.font_px.push(block.px);
             if block.px < SMALL_PX {
                 plan.warnings.push(format!(
                     "keyword {i} set at {:.1} px: it may not be legible",
