@@ -397,4 +397,46 @@ mod tests {
             let _ = parse(s, &kw(&["é"]));
         }
     }
+
+    mod identity {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn grid_line() -> impl Strategy<Value = (String, GridBox)> {
+            let text = "[A-Za-z0-9][A-Za-z0-9 !?&%'#@+]{0,24}[A-Za-z0-9!?%]|[A-Za-z0-9]";
+            (text, 0u32..128, 0u32..128, 1u32..=128, 1u32..=128).prop_map(|(t, l, top, w, h)| {
+                let text = t.split_whitespace().collect::<Vec<_>>().join(" ");
+                let (r, b) = ((l + w).min(128), (top + h).min(128));
+                (
+                    text,
+                    GridBox {
+                        l,
+                        t: top,
+                        r: r.max(l + 1),
+                        b: b.max(top + 1),
+                    },
+                )
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// serialize → parse is the identity on the grid.
+            #[test]
+            fn serialize_then_parse_is_identity(mut lines in proptest::collection::vec(grid_line(), 0..10)) {
+                lines.dedup();
+                lines.retain(|(t, _)| !t.contains("###"));
+                let mut unique: Vec<(String, GridBox)> = Vec::new();
+                for l in lines {
+                    if !unique.contains(&l) { unique.push(l); }
+                }
+                let layout = Layout::new(512, 512, unique.iter().map(|(t, g)| TextLine::new(t.clone(), g.to_pixels(512, 512))).collect());
+                let parsed = parse(&serialize(&layout), &[]);
+                let got: Vec<(String, GridBox)> = parsed.lines.into_iter().map(|l| (l.text, l.grid)).collect();
+                prop_assert_eq!(got, unique);
+                prop_assert!(parsed.warnings.is_empty());
+            }
+        }
+    }
 }
