@@ -1,6 +1,7 @@
 //! `letterpress`: the command-line front end. It parses arguments and calls the library crates.
 
 mod bench;
+mod eval_cmd;
 mod layout_cmd;
 mod render_cmd;
 
@@ -24,12 +25,20 @@ enum Command {
     Layout(layout_cmd::LayoutArgs),
     /// Render a layout as a glyph mask (white on black), with optional extras.
     Render(render_cmd::RenderArgs),
+    /// Measure generated images: OCR legibility (MARIO-Eval metrics).
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCommand),
     /// Benchmarks that print a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
 fn main() {
+    if std::env::var_os("OMP_THREAD_LIMIT").is_none() {
+        // Tesseract's OpenMP threads fight our own workers for the cores (DESIGN.md); one
+        // thread per engine is faster in bulk. SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("OMP_THREAD_LIMIT", "1") };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LETTERPRESS_LOG")
@@ -47,6 +56,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Layout(args) => layout_cmd::run(args),
         Command::Render(args) => render_cmd::run(args),
+        Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -139,7 +139,7 @@ fn smollm2_plans_twenty_valid_layouts() {
     let (_server, url) = start_server();
     let mut config = LlmConfig::new(url, "smollm2");
     config.api_key = None;
-    config.max_tokens = 160;
+    config.max_tokens = 128;
     config.timeout = Duration::from_secs(120);
     config.retries = 1;
     let planner = LlmPlanner::new(config, &renderer);

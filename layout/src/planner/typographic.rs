@@ -353,8 +353,8 @@ fn balanced_breaks(
                 continue;
             }
             let mut choice: Option<(f32, usize)> = None;
-            for p in (j - 1)..i {
-                let Some((prev, _)) = best[j - 1][p] else {
+            for (p, cell) in best[j - 1].iter().enumerate().take(i).skip(j - 1) {
+                let Some((prev, _)) = *cell else {
                     continue;
                 };
                 if last_line && k >= 2 && n >= 3 && i - p < 2 {
