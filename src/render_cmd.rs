@@ -56,7 +56,6 @@ pub fn run(args: RenderArgs) -> Result<()> {
     let renderer = Renderer::new(options)?;
     let rendering = renderer.render(&layout)?;
     for w in &rendering.warnings {
-        tracing::warn!("{w}");
         eprintln!("warning: {w}");
     }
 

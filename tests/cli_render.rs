@@ -15,6 +15,25 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// `letterpress render - ARGS` with `json` on standard input.
+fn render_stdin(json: &str, args: &[&str]) -> std::process::Output {
+    let mut child = letterpress()
+        .args(["render", "-"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn renders_the_example_with_every_output() {
     let dir = temp_dir("all");
@@ -57,21 +76,11 @@ fn renders_the_example_with_every_output() {
 #[test]
 fn reads_standard_input_and_inverts() {
     let dir = temp_dir("stdin");
-    let mut child = letterpress()
-        .args(["render", "-", "--inverse", "-o"])
-        .arg(dir.join("inv.png"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(br#"{"width":128,"height":64,"lines":[{"text":"Hi","bbox":[0,0,128,64]}]}"#)
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let json = r#"{"width":128,"height":64,"lines":[{"text":"Hi","bbox":[0,0,128,64]}]}"#;
+    let out = render_stdin(
+        json,
+        &["--inverse", "-o", dir.join("inv.png").to_str().unwrap()],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -101,21 +110,7 @@ fn bad_input_fails_with_a_message_and_writes_nothing() {
     ];
     for (json, expect) in cases {
         let mask = dir.join("mask.png");
-        let mut child = letterpress()
-            .args(["render", "-", "-o"])
-            .arg(&mask)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(json.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = render_stdin(json, &["-o", mask.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(stderr.contains(expect), "{json}: {stderr}");

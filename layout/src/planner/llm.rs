@@ -169,7 +169,8 @@ impl<'m> LlmPlanner<'m> {
         seed: u64,
         why: String,
     ) -> Result<Plan, LayoutError> {
-        tracing::warn!("LLM planner fell back to the typographic planner: {why}");
+        // Reported to the caller in the plan's warnings; logged here for services.
+        tracing::info!("LLM planner fell back to the typographic planner: {why}");
         let mut plan = self.typographic.plan(width, height, keywords, seed)?;
         plan.warnings.insert(
             0,
