@@ -22,6 +22,11 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Regenerates diffusion/tests/fixtures bit for bit with diffusers/transformers (the oracle venv).
+fixtures:
+	@scripts/setup --oracle
+	.venv/bin/python tools/make_fixtures.py
+
 bench: setup
 	$(CARGO) build --release --quiet
 	target/release/letterpress bench render
