@@ -2,7 +2,7 @@
 # (idempotent; seconds when everything is already there).
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench fixtures
+.PHONY: setup demo test lint bench bench-unet fixtures
 
 setup:
 	@scripts/setup
@@ -30,3 +30,9 @@ fixtures:
 bench: setup
 	$(CARGO) build --release --quiet
 	target/release/letterpress bench render
+
+# ControlNet + UNet forward (SD 1.5 configuration, random weights) against diffusers.
+bench-unet:
+	@scripts/setup --oracle
+	$(CARGO) build --release --quiet
+	target/release/letterpress bench unet

@@ -21,11 +21,15 @@ pub enum BenchCommand {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+    /// One ControlNet + UNet forward (SD 1.5 configuration) against diffusers
+    /// (tools/bench_unet_diffusers.py).
+    Unet(crate::bench_unet::UnetBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Render { n, python } => bench_render(n, python),
+        BenchCommand::Unet(args) => crate::bench_unet::run(args),
     }
 }
 
@@ -164,7 +168,7 @@ fn bench_render(n: usize, python: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn default_python() -> PathBuf {
+pub(crate) fn default_python() -> PathBuf {
     let venv = PathBuf::from(".venv/bin/python");
     if venv.exists() {
         venv

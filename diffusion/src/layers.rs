@@ -7,9 +7,19 @@ use tch::{Tensor, nn};
 use crate::error::Result;
 
 fn weight(p: &nn::Path, dims: &[i64]) -> Result<Tensor> {
-    // Kaiming-uniform like torch.nn's default; only a randomly initialised model (the benchmark)
+    // torch.nn's default for Linear and Conv2d (kaiming_uniform_ with a=sqrt(5)) is
+    // U(-1/sqrt(fan_in), 1/sqrt(fan_in)); only a randomly initialised model (the benchmark)
     // keeps these values, loading overwrites every variable.
-    Ok(p.f_var("weight", dims, nn::init::DEFAULT_KAIMING_UNIFORM)?)
+    let fan_in: i64 = dims.iter().skip(1).product();
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    Ok(p.f_var(
+        "weight",
+        dims,
+        nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+    )?)
 }
 
 fn bias(p: &nn::Path, dim: i64) -> Result<Tensor> {

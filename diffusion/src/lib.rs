@@ -17,6 +17,9 @@
 //! ```
 
 mod attention;
+/// The tch this crate is built on, so callers use the same version.
+pub use tch;
+
 mod clip;
 mod controlnet;
 mod embeddings;

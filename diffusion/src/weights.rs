@@ -73,6 +73,15 @@ pub struct Loaded<M> {
     pub var_store: nn::VarStore,
 }
 
+impl<M: std::fmt::Debug> std::fmt::Debug for Loaded<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("model", &self.model)
+            .field("variables", &self.var_store.len())
+            .finish()
+    }
+}
+
 /// Reads and parses a JSON file.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {

@@ -1,0 +1,153 @@
+//! Weight loading against the real fixture folders: key mismatches name the keys and the file,
+//! unsupported configs are refused with the field, and the half-precision path (what CUDA
+//! uses by default) stays close to the fp32 reference.
+
+mod common;
+
+use letterpress_diffusion::tch::{Device, Kind};
+use letterpress_diffusion::{
+    AutoencoderKL, ControlNetModel, Error, LoadOptions, UNet2DConditionConfig,
+    UNet2DConditionModel, default_kind, load, load_with_config, read_json,
+};
+
+#[test]
+fn dtype_policy() {
+    assert_eq!(default_kind(Device::Cpu), Kind::Float);
+    assert_eq!(default_kind(Device::Cuda(0)), Kind::Half);
+    assert_eq!(LoadOptions::default().kind(), Kind::Float);
+}
+
+#[test]
+fn weights_of_another_config_list_missing_and_unexpected_keys() {
+    // sd2's config (linear projections, 2 transformer layers in block 1) over sd1's weights.
+    let sd2: UNet2DConditionConfig =
+        read_json(&common::fixtures().join("sd2/unet/config.json")).expect("config");
+    let dir = common::fixtures().join("sd1/unet");
+    let err = load_with_config::<UNet2DConditionModel>(&dir, &sd2, &LoadOptions::default())
+        .expect_err("must not fit");
+    let msg = err.to_string();
+    match err {
+        Error::KeyMismatch {
+            path,
+            missing,
+            unexpected,
+            mismatched,
+        } => {
+            assert_eq!(path, dir.join("diffusion_pytorch_model.safetensors"));
+            assert!(
+                missing
+                    .iter()
+                    .any(|k| k.starts_with("down_blocks.1.attentions.0.transformer_blocks.1.")),
+                "{missing:?}"
+            );
+            assert!(
+                unexpected
+                    .iter()
+                    .any(|k| k.starts_with("down_blocks.0.resnets.1.")),
+                "{unexpected:?}"
+            );
+            assert!(
+                mismatched.iter().any(|k| k.starts_with("conv_in.weight")),
+                "{mismatched:?}"
+            );
+        }
+        other => panic!("expected KeyMismatch, got {other}"),
+    }
+    assert!(
+        msg.contains("missing key") && msg.contains("unexpected key"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unsupported_and_inconsistent_configs_are_refused() {
+    let base: serde_json::Value =
+        read_json(&common::fixtures().join("sd2/unet/config.json")).expect("config");
+    let with = |key: &str, value: serde_json::Value| {
+        let mut c = base.clone();
+        c[key] = value;
+        serde_json::from_value::<UNet2DConditionConfig>(c).expect("deserialises")
+    };
+    let cases = [
+        (
+            with("attention_head_dim", serde_json::json!([2, 4])),
+            "attention_head_dim",
+        ),
+        (
+            with("addition_embed_type", serde_json::json!("text_time")),
+            "addition_embed_type",
+        ),
+        (
+            with(
+                "down_block_types",
+                serde_json::json!([
+                    "CrossAttnDownBlock2D",
+                    "SimpleCrossAttnDownBlock2D",
+                    "DownBlock2D"
+                ]),
+            ),
+            "SimpleCrossAttnDownBlock2D",
+        ),
+        (
+            with("attention_head_dim", serde_json::json!([3, 4, 4])),
+            "attention heads",
+        ),
+    ];
+    for (config, expected) in cases {
+        let err = load_with_config::<UNet2DConditionModel>(
+            &common::fixtures().join("sd2/unet"),
+            &config,
+            &LoadOptions::default(),
+        )
+        .expect_err("must be refused");
+        assert!(
+            matches!(err, Error::Config { .. } | Error::Shape { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+}
+
+#[test]
+fn bfloat16_weights_stay_close_to_the_fp32_reference() {
+    // Exercises the half-precision path (including sd2's upcast_attention) on CPU; inputs are
+    // cast by the caller, as LoadOptions documents. bf16 keeps ~3 significant digits.
+    let refs = common::refs("sd2");
+    let dir = common::fixtures().join("sd2");
+    let options = LoadOptions {
+        kind: Some(Kind::BFloat16),
+        ..LoadOptions::default()
+    };
+    let unet = load::<UNet2DConditionModel>(&dir.join("unet"), &options).expect("load unet");
+    let controlnet =
+        load::<ControlNetModel>(&dir.join("controlnet"), &options).expect("load controlnet");
+    let bf = |k: &str| common::get(&refs, k).to_kind(Kind::BFloat16);
+    let (sample, t, states) = (
+        bf("unet.sample"),
+        common::get(&refs, "unet.timestep"),
+        bf("unet.encoder_hidden_states"),
+    );
+    let res = controlnet
+        .model
+        .forward(&sample, t, &states, &bf("controlnet.cond"), 0.8, false)
+        .expect("controlnet");
+    let out = unet
+        .model
+        .forward(&sample, t, &states, Some(&res))
+        .expect("unet");
+    assert_eq!(out.kind(), Kind::BFloat16);
+    let err = common::max_abs_err(
+        "sd2 unet + controlnet bf16",
+        &out,
+        common::get(&refs, "unet.out_with_controlnet.scaled"),
+    );
+    assert!(err < 0.1, "bf16 error {err}");
+    let vae = load::<AutoencoderKL>(&dir.join("vae"), &options).expect("load vae");
+    let decoded = vae.model.decode(&bf("vae.latents")).expect("decode");
+    let err = common::max_abs_err(
+        "sd2 vae decode bf16",
+        &decoded,
+        common::get(&refs, "vae.decoded"),
+    );
+    assert!(err < 0.1, "bf16 error {err}");
+}
