@@ -41,6 +41,6 @@ pub use unet_2d::{
 };
 pub use vae::{AutoencoderKL, AutoencoderKLConfig, LatentDistribution};
 pub use weights::{
-    FromPretrained, LoadOptions, Loaded, build_random, default_kind, fill, find_weights, load,
-    load_with_config, read_json,
+    FromPretrained, LoadOptions, Loaded, PipelineFolder, build_random, default_kind, fill,
+    find_weights, load, load_with_config, read_json,
 };

@@ -133,6 +133,74 @@ pub fn load_with_config<M: FromPretrained>(
     Ok(Loaded { model, var_store })
 }
 
+/// A diffusers pipeline folder: `model_index.json` naming its components (`unet`, `vae`,
+/// `text_encoder`, `tokenizer`, `controlnet`, `scheduler`, …), each in a subfolder.
+#[derive(Debug, Clone)]
+pub struct PipelineFolder {
+    root: PathBuf,
+    /// component name → (library, class), e.g. `unet` → (`diffusers`, `UNet2DConditionModel`).
+    components: BTreeMap<String, (String, String)>,
+}
+
+impl PipelineFolder {
+    /// Reads `root/model_index.json`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let index: BTreeMap<String, serde_json::Value> = read_json(&root.join("model_index.json"))?;
+        let components = index
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with('_'))
+            .filter_map(|(k, v)| match v.as_array().map(Vec::as_slice) {
+                // `[null, null]` marks a component the pipeline was saved without.
+                Some(
+                    [
+                        serde_json::Value::String(lib),
+                        serde_json::Value::String(class),
+                    ],
+                ) => Some((k, (lib.clone(), class.clone()))),
+                _ => None,
+            })
+            .collect();
+        Ok(Self {
+            root: root.to_path_buf(),
+            components,
+        })
+    }
+
+    /// The class `model_index.json` gives a component, e.g. `("diffusers", "AutoencoderKL")`.
+    pub fn class(&self, name: &str) -> Option<(&str, &str)> {
+        self.components
+            .get(name)
+            .map(|(l, c)| (l.as_str(), c.as_str()))
+    }
+
+    /// The subfolder of a component, checked to be listed and present.
+    pub fn component(&self, name: &str) -> Result<PathBuf> {
+        let dir = self.root.join(name);
+        if !self.components.contains_key(name) {
+            let listed: Vec<&str> = self.components.keys().map(String::as_str).collect();
+            return Err(Error::WeightsNotFound {
+                dir: self.root.clone(),
+                expected: format!(
+                    "component {name:?} in model_index.json (it lists {})",
+                    listed.join(", ")
+                ),
+            });
+        }
+        if !dir.is_dir() {
+            return Err(Error::WeightsNotFound {
+                dir,
+                expected: format!("the {name} folder that model_index.json lists"),
+            });
+        }
+        Ok(dir)
+    }
+
+    /// Loads a model component, e.g. `folder.load::<UNet2DConditionModel>("unet", &options)`.
+    pub fn load<M: FromPretrained>(&self, name: &str, options: &LoadOptions) -> Result<Loaded<M>> {
+        load(&self.component(name)?, options)
+    }
+}
+
 const PICKLE_EXTENSIONS: [&str; 4] = ["bin", "ckpt", "pt", "pth"];
 
 fn refuse_pickle(path: &Path) -> Result<()> {

@@ -151,3 +151,27 @@ fn bfloat16_weights_stay_close_to_the_fp32_reference() {
     );
     assert!(err < 0.1, "bf16 error {err}");
 }
+
+#[test]
+fn pipeline_folder_lists_and_loads_components() {
+    use letterpress_diffusion::{ClipTextModel, PipelineFolder};
+    let folder = PipelineFolder::open(&common::fixtures().join("sd1")).expect("model_index.json");
+    assert_eq!(
+        folder.class("unet"),
+        Some(("diffusers", "UNet2DConditionModel"))
+    );
+    assert_eq!(
+        folder.class("text_encoder"),
+        Some(("transformers", "CLIPTextModel"))
+    );
+    let text = folder
+        .load::<ClipTextModel>("text_encoder", &LoadOptions::default())
+        .expect("text encoder");
+    assert_eq!(text.model.config().hidden_size, 8);
+    let err = folder.component("safety_checker").expect_err("not listed");
+    assert!(err.to_string().contains("unet"), "{err}");
+    assert!(matches!(
+        PipelineFolder::open(&common::fixtures().join("td2_tokenizer")),
+        Err(Error::Io { .. })
+    ));
+}
