@@ -18,6 +18,12 @@ What it writes, under the output folder:
   td2_tokenizer/                    CLIP tokenizer plus TextDiffuser-2's 2,175 added tokens.
   tokenizer_ids.json                transformers' CLIPTokenizer ids for the prompts below and
                                     TextDiffuser-2 input ids built as the reference code does.
+  full_manifests.json               for the released configurations (SD 1.5 UNet, ControlNet,
+                                    VAE, CLIP ViT-L/14 text; SD 2.1 UNet, OpenCLIP ViT-H text):
+                                    the config, the number of parameters and the SHA-256 of the
+                                    sorted "name shape" lines, so the tests prove that real
+                                    checkpoints' keys and shapes are what our models expect
+                                    without storing gigabytes (models are built on the meta device).
 
 sd1 is SD-1.x-like: int attention_head_dim, conv proj_in/proj_out, quick_gelu CLIP, legacy VAE
 attention keys (query/key/value/proj_attn), ControlNet with a 3-channel hint, epsilon scheduler.
@@ -387,6 +393,68 @@ def build(kind, out, bpe_dir):
     save_file({k: v.contiguous() for k, v in sorted(refs.items())}, os.path.join(root, "refs.safetensors"), metadata={"format": "pt"})
 
 
+SD15_UNET = dict(
+    sample_size=64,
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+)
+# stabilityai/stable-diffusion-2-1/unet/config.json
+SD21_UNET = dict(
+    SD15_UNET, sample_size=96, cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True, upcast_attention=True
+)
+
+
+def manifest_line(name, shape):
+    return f"{name} {list(shape)}"
+
+
+def write_full_manifests(out):
+    from diffusers import AutoencoderKL as VAE
+
+    builders = {
+        "sd15_unet": lambda: UNet2DConditionModel(**SD15_UNET),
+        "sd15_controlnet": lambda: ControlNetModel(**{k: v for k, v in SD15_UNET.items() if k not in ("up_block_types", "sample_size")}),
+        "sd15_vae": lambda: VAE(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            layers_per_block=2,
+            sample_size=512,
+        ),
+        "clip_vit_l14_text": lambda: CLIPTextModel(
+            CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu", projection_dim=768)
+        ),
+        "sd21_unet": lambda: UNet2DConditionModel(**SD21_UNET),
+        "openclip_vit_h_text": lambda: CLIPTextModel(
+            CLIPTextConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16, hidden_act="gelu", projection_dim=512)
+        ),
+    }
+    import hashlib
+
+    record = {}
+    for name, build_model in builders.items():
+        with torch.device("meta"):
+            model = build_model()
+        lines = sorted(manifest_line(k, v.shape) for k, v in model.state_dict().items() if not k.endswith("position_ids"))
+        config = json.loads(model.config.to_json_string()) if hasattr(model.config, "to_json_string") else dict(model.config)
+        config.pop("_name_or_path", None)
+        config.pop("transformers_version", None)
+        config.pop("_diffusers_version", None)
+        record[name] = {
+            "class": type(model).__name__,
+            "config": config,
+            "count": len(lines),
+            "sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(),
+        }
+    with open(os.path.join(out, "full_manifests.json"), "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "diffusion", "tests", "fixtures"))
@@ -400,6 +468,7 @@ def main():
     for kind in ("sd1", "sd2"):
         build(kind, out, bpe_dir)
     write_tokenizer_ids(out)
+    write_full_manifests(out)
     print(f"fixtures written to {out}")
 
 
