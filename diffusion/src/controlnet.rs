@@ -211,8 +211,11 @@ impl ControlNetModel {
         } else {
             controlnet_cond.shallow_clone()
         };
+        let sample = self.trunk.conv_in.cast_input(sample)?;
+        let encoder_hidden_states = &self.trunk.conv_in.cast_input(encoder_hidden_states)?;
+        let cond = self.trunk.conv_in.cast_input(&cond)?;
         let temb = self.trunk.time_embedding(timestep, batch, sample.kind())?;
-        let xs = self.trunk.conv_in.forward(sample)?;
+        let xs = self.trunk.conv_in.forward(&sample)?;
         let hint = self.controlnet_cond_embedding.forward(&cond)?;
         if hint.size()[2..] != xs.size()[2..] {
             return Err(Error::Shape {

@@ -52,6 +52,14 @@ impl Conv2d {
         })
     }
 
+    /// `xs` on this layer's device in its dtype: models cast their inputs explicitly, so an
+    /// fp32 tensor can be fed to an fp16 model (the dtype policy of weights.rs).
+    pub(crate) fn cast_input(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(xs
+            .f_to_device(self.weight.device())?
+            .f_to_kind(self.weight.kind())?)
+    }
+
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         Ok(xs.f_conv2d(
             &self.weight,

@@ -523,8 +523,10 @@ impl UNet2DConditionModel {
         let batch =
             self.trunk
                 .check_sample(sample, encoder_hidden_states, "UNet2DConditionModel")?;
+        let sample = self.trunk.conv_in.cast_input(sample)?;
+        let encoder_hidden_states = &self.trunk.conv_in.cast_input(encoder_hidden_states)?;
         let temb = self.trunk.time_embedding(timestep, batch, sample.kind())?;
-        let mut xs = self.trunk.conv_in.forward(sample)?;
+        let mut xs = self.trunk.conv_in.forward(&sample)?;
         let mut skips = vec![xs.shallow_clone()];
         for block in &self.trunk.down_blocks {
             let (out, states) = block.forward(&xs, &temb, encoder_hidden_states)?;
@@ -545,7 +547,7 @@ impl UNet2DConditionModel {
             skips = skips
                 .iter()
                 .zip(&control.down)
-                .map(|(s, r)| s.f_add(r))
+                .map(|(s, r)| s.f_add(&r.f_to_kind(s.kind())?))
                 .collect::<Result<_, _>>()?;
         }
         xs = self
@@ -553,7 +555,7 @@ impl UNet2DConditionModel {
             .mid_block
             .forward(&xs, &temb, encoder_hidden_states)?;
         if let Some(control) = control {
-            xs = xs.f_add(&control.mid)?;
+            xs = xs.f_add(&control.mid.f_to_kind(xs.kind())?)?;
         }
         for (i, block) in self.up_blocks.iter().enumerate() {
             let take = block.inputs();

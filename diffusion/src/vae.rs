@@ -377,7 +377,8 @@ impl AutoencoderKL {
 
     /// `[batch, in_channels, H, W]` images in [-1, 1] → the latent distribution (unscaled).
     pub fn encode(&self, images: &Tensor) -> Result<LatentDistribution> {
-        let mut moments = self.encoder.forward(images)?;
+        let images = self.encoder.conv_in.cast_input(images)?;
+        let mut moments = self.encoder.forward(&images)?;
         if let Some(q) = &self.quant_conv {
             moments = q.forward(&moments)?;
         }
@@ -394,9 +395,10 @@ impl AutoencoderKL {
     /// Unscaled latents `[batch, latent_channels, h, w]` → images (diffusers `vae.decode`).
     /// Pipelines divide by [`AutoencoderKLConfig::scaling_factor`] first; see [`Self::decode_scaled`].
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let latents = self.decoder.conv_in.cast_input(latents)?;
         let z = match &self.post_quant_conv {
-            Some(c) => c.forward(latents)?,
-            None => latents.shallow_clone(),
+            Some(c) => c.forward(&latents)?,
+            None => latents,
         };
         self.decoder.forward(&z)
     }

@@ -27,7 +27,8 @@ pub fn default_kind(device: Device) -> Kind {
 pub struct LoadOptions {
     /// Where the weights go. Default: CPU.
     pub device: Device,
-    /// Parameter dtype. Default: [`default_kind`] of the device. Callers cast inputs to it.
+    /// Parameter dtype. Default: [`default_kind`] of the device. The models cast their float
+    /// inputs to it (and to the device) explicitly, so callers may pass fp32 tensors.
     pub kind: Option<Kind>,
     /// Weight file variant, e.g. `Some("fp16")` for `diffusion_pytorch_model.fp16.safetensors`.
     /// Default: none, which still falls back to the `fp16` file when it is the only one there.

@@ -110,8 +110,8 @@ fn unsupported_and_inconsistent_configs_are_refused() {
 
 #[test]
 fn bfloat16_weights_stay_close_to_the_fp32_reference() {
-    // Exercises the half-precision path (including sd2's upcast_attention) on CPU; inputs are
-    // cast by the caller, as LoadOptions documents. bf16 keeps ~3 significant digits.
+    // Exercises the half-precision path (including sd2's upcast_attention) on CPU. The models
+    // cast their inputs, so fp32 and bf16 inputs give the same result. bf16 keeps ~3 digits.
     let refs = common::refs("sd2");
     let dir = common::fixtures().join("sd2");
     let options = LoadOptions {
