@@ -160,6 +160,11 @@ PROMPTS = [
     "the text 'VIVO50' on a red sign",
     "x" * 300,
     "A cat holding a sign that reads \"Hello, World!\" in the style of a 1950s advertisement, highly detailed, 4k",
+    # Unicode whitespace classes, case mapping and compatibility characters, where regex
+    # engines and normalisers could disagree.
+    "non\u00a0breaking\u3000ideographic\u2009thin\u200bzero\u2028line\u0085nel",
+    "İstanbul ΟΔΟΣ ΣΑΣ straße ǅ",
+    "ﬁ ligature ½ ² Ⅻ ①",
 ]
 
 # (caption, lines) for TextDiffuser-2 input ids; each line is the token list letterpress-layout
@@ -444,6 +449,7 @@ def write_full_manifests(out):
         config.pop("_name_or_path", None)
         config.pop("transformers_version", None)
         config.pop("_diffusers_version", None)
+        config.pop("_use_default_values", None)  # a set: its order changes between runs
         record[name] = {
             "class": type(model).__name__,
             "config": config,
