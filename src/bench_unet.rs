@@ -2,9 +2,14 @@
 //! (tools/bench_unet_diffusers.py) in the same run. Both build the full SD 1.5 UNet
 //! configuration with random weights and a ControlNet of the same trunk, and run batch 2
 //! (classifier-free guidance) at 32×32 latents: a warm-up, then the median of `--runs`.
+//!
+//! The two sides alternate single forwards (ours, theirs, ours, …) with diffusers held in a
+//! child process, so load changes on a shared machine hit both alike. Peak RSS is per process:
+//! ours from `VmHWM`, theirs from `ru_maxrss`.
 
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -13,13 +18,14 @@ use letterpress_diffusion::tch::{self, Device, Kind, Tensor};
 use letterpress_diffusion::{
     ControlNetConfig, ControlNetModel, UNet2DConditionConfig, UNet2DConditionModel, build_random,
 };
+use serde_json::Value;
 
 #[derive(Args)]
 pub struct UnetBenchArgs {
     /// Timed forwards on each side, after one warm-up.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Latent side (the image is 8× larger).
+    /// Latent side (the control image is 8× larger).
     #[arg(long, default_value_t = 32)]
     latent: i64,
     /// Python with diffusers for the reference (`scripts/setup --oracle`).
@@ -29,12 +35,6 @@ pub struct UnetBenchArgs {
 }
 
 const BATCH: i64 = 2;
-
-struct Side {
-    build_s: f64,
-    median_s: f64,
-    peak_rss_mb: f64,
-}
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -62,7 +62,83 @@ fn peak_rss_mb() -> Result<f64> {
     Ok(kb / 1024.0)
 }
 
-fn ours(runs: usize, latent: i64) -> Result<Side> {
+/// The diffusers side, a child process driven line by line.
+struct Reference {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Reference {
+    fn start(python: &PathBuf, latent: i64) -> Result<(Self, f64)> {
+        let mut child = Command::new(python)
+            .arg("tools/bench_unet_diffusers.py")
+            .args(["--interleave", "--latent", &latent.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "running {} tools/bench_unet_diffusers.py (run scripts/setup --oracle first)",
+                    python.display()
+                )
+            })?;
+        let stdin = child.stdin.take().context("child stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
+        let mut reference = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = reference.read()?;
+        let build_s = ready["build_s"]
+            .as_f64()
+            .context("no build_s in the reference's ready line")?;
+        Ok((reference, build_s))
+    }
+
+    fn read(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("the diffusers reference exited early (see its stderr above)");
+        }
+        serde_json::from_str(&line)
+            .with_context(|| format!("bad line from the diffusers reference: {line}"))
+    }
+
+    fn command(&mut self, cmd: &str) -> Result<Value> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        self.read()
+    }
+
+    fn forward(&mut self) -> Result<f64> {
+        self.command("run")?["seconds"]
+            .as_f64()
+            .context("no seconds from the diffusers reference")
+    }
+
+    fn finish(mut self) -> Result<Value> {
+        let summary = self.command("done")?;
+        self.child.wait()?;
+        Ok(summary)
+    }
+}
+
+pub fn run(args: UnetBenchArgs) -> Result<()> {
+    if args.runs == 0 || args.latent < 8 || args.latent % 8 != 0 {
+        bail!("--runs must be at least 1 and --latent a multiple of 8 (at least 8)");
+    }
+    let latent = args.latent;
+    println!(
+        "ControlNet + UNet forward, SD 1.5 configuration, random weights, batch {BATCH}, {latent}x{latent} latents, fp32 CPU, {} threads; median of {} after a warm-up, the two sides alternating",
+        tch::get_num_threads(),
+        args.runs
+    );
+    // diffusers builds first, alone, then waits while we build.
+    let python = args.python.unwrap_or_else(crate::bench::default_python);
+    let (mut reference, their_build_s) = Reference::start(&python, latent)?;
+
     let device = Device::Cpu;
     tch::manual_seed(0);
     let t0 = Instant::now();
@@ -70,7 +146,7 @@ fn ours(runs: usize, latent: i64) -> Result<Side> {
         build_random::<UNet2DConditionModel>(&UNet2DConditionConfig::sd15(), device, Kind::Float)?;
     let controlnet =
         build_random::<ControlNetModel>(&ControlNetConfig::sd15(), device, Kind::Float)?;
-    let build_s = t0.elapsed().as_secs_f64();
+    let our_build_s = t0.elapsed().as_secs_f64();
     let opts = (Kind::Float, device);
     let sample = Tensor::randn([BATCH, 4, latent, latent], opts);
     let states = Tensor::randn([BATCH, 77, 768], opts);
@@ -83,81 +159,42 @@ fn ours(runs: usize, latent: i64) -> Result<Side> {
         Ok(unet.model.forward(&sample, &t, &states, Some(&residuals))?)
     };
     let _guard = tch::no_grad_guard();
-    let warm = step()?; // warm-up
-    if warm.isfinite().all().int64_value(&[]) == 0 {
-        bail!("our forward produced non-finite values");
-    }
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t1 = Instant::now();
-        let out = step()?;
-        times.push(t1.elapsed().as_secs_f64());
-        if out.size() != [BATCH, 4, latent, latent] {
-            bail!("unexpected UNet output shape {:?}", out.size());
-        }
-    }
-    Ok(Side {
-        build_s,
-        median_s: median(times),
-        peak_rss_mb: peak_rss_mb()?,
-    })
-}
 
-fn diffusers(runs: usize, latent: i64, python: &PathBuf) -> Result<Side> {
-    let output = Command::new(python)
-        .arg("tools/bench_unet_diffusers.py")
-        .args(["--runs", &runs.to_string(), "--latent", &latent.to_string()])
-        .output()
-        .with_context(|| {
-            format!(
-                "running {} tools/bench_unet_diffusers.py (run scripts/setup --oracle first)",
-                python.display()
-            )
-        })?;
-    if !output.status.success() {
+    let warm = step()?;
+    if warm.size() != [BATCH, 4, latent, latent] || warm.isfinite().all().int64_value(&[]) == 0 {
         bail!(
-            "the diffusers reference failed: {}",
-            String::from_utf8_lossy(&output.stderr)
+            "our forward gave shape {:?} or non-finite values",
+            warm.size()
         );
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .context("no JSON line from the diffusers reference")?;
-    let v: serde_json::Value =
-        serde_json::from_str(line).context("parsing the diffusers reference's JSON")?;
-    let field = |k: &str| v[k].as_f64().with_context(|| format!("no `{k}` in {line}"));
-    Ok(Side {
-        build_s: field("build_s")?,
-        median_s: field("median_s")?,
-        peak_rss_mb: field("peak_rss_mb")?,
-    })
-}
-
-pub fn run(args: UnetBenchArgs) -> Result<()> {
-    if args.runs == 0 || args.latent < 8 || args.latent % 8 != 0 {
-        bail!("--runs must be at least 1 and --latent a multiple of 8 (at least 8)");
+    reference.forward()?; // their warm-up
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let t1 = Instant::now();
+        drop(step()?);
+        ours.push(t1.elapsed().as_secs_f64());
+        theirs.push(reference.forward()?);
     }
+    let our_rss = peak_rss_mb()?;
+    let summary = reference.finish()?;
+    let their_rss = summary["peak_rss_mb"]
+        .as_f64()
+        .context("no peak_rss_mb from the reference")?;
+    let fmt = |xs: &[f64]| {
+        xs.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (our_median, their_median) = (median(ours.clone()), median(theirs.clone()));
     println!(
-        "ControlNet + UNet forward, SD 1.5 configuration, random weights, batch {BATCH}, {0}x{0} latents, fp32 CPU, {1} threads; median of {2} after a warm-up",
-        args.latent,
-        tch::get_num_threads(),
-        args.runs
+        "letterpress (tch): {our_median:.3} s per forward [{}], peak RSS {our_rss:.0} MB, build {our_build_s:.1} s",
+        fmt(&ours)
     );
-    // Ours first, in this process, so its peak RSS is ours alone; diffusers in a child process.
-    let ours = ours(args.runs, args.latent)?;
     println!(
-        "letterpress (tch): {:.3} s per forward, peak RSS {:.0} MB, build {:.1} s",
-        ours.median_s, ours.peak_rss_mb, ours.build_s
+        "diffusers:         {their_median:.3} s per forward [{}], peak RSS {their_rss:.0} MB, build {their_build_s:.1} s",
+        fmt(&theirs)
     );
-    let python = args.python.unwrap_or_else(crate::bench::default_python);
-    let reference = diffusers(args.runs, args.latent, &python)?;
-    println!(
-        "diffusers:         {:.3} s per forward, peak RSS {:.0} MB, build {:.1} s",
-        reference.median_s, reference.peak_rss_mb, reference.build_s
-    );
-    println!("speedup: {:.2}", reference.median_s / ours.median_s);
+    println!("speedup: {:.2}", their_median / our_median);
     Ok(())
 }
