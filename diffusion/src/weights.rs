@@ -221,6 +221,7 @@ fn refuse_pickle(path: &Path) -> Result<()> {
 
 /// Picks the weight file in `dir`: `{stem}.{variant}.safetensors` when a variant is asked for,
 /// else `{stem}.safetensors`, else `{stem}.fp16.safetensors` (folders that ship only that).
+/// A sharded save is found by its index, `{name}.index.json`, which [`fill`] also reads.
 pub fn find_weights(dir: &Path, stem: &str, variant: Option<&str>) -> Result<PathBuf> {
     let mut candidates = Vec::new();
     if let Some(v) = variant {
@@ -234,6 +235,10 @@ pub fn find_weights(dir: &Path, stem: &str, variant: Option<&str>) -> Result<Pat
         let path = dir.join(name);
         if path.is_file() {
             return Ok(path);
+        }
+        let index = dir.join(format!("{name}.index.json"));
+        if index.is_file() {
+            return Ok(index);
         }
     }
     // No safetensors: say so precisely when there is a pickle instead.
@@ -257,19 +262,49 @@ pub fn find_weights(dir: &Path, stem: &str, variant: Option<&str>) -> Result<Pat
     })
 }
 
-/// Copies every tensor of the safetensors `file` into the matching variable of `var_store`
-/// (casting dtype and moving device), after checking that the key sets and shapes agree.
+/// The shard files a `*.safetensors.index.json` names in its `weight_map`, in sorted order.
+fn shards(index: &Path) -> Result<Vec<PathBuf>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let parsed: Index = read_json(index)?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = parsed
+        .weight_map
+        .into_values()
+        .map(|f| dir.join(f))
+        .collect();
+    files.sort();
+    files.dedup();
+    for f in &files {
+        refuse_pickle(f)?;
+    }
+    Ok(files)
+}
+
+/// Copies every tensor of the safetensors `file` (or of every shard of a
+/// `*.safetensors.index.json`) into the matching variable of `var_store` (casting dtype and
+/// moving device), after checking that the key sets and shapes agree.
 pub fn fill(
     var_store: &nn::VarStore,
     file: &Path,
     rename: impl Fn(&str) -> Option<String>,
 ) -> Result<()> {
     refuse_pickle(file)?;
-    let tensors = Tensor::read_safetensors(file).ctx(format!("reading {}", file.display()))?;
-    let mut by_name: HashMap<String, Tensor> = HashMap::with_capacity(tensors.len());
-    for (key, tensor) in tensors {
-        if let Some(name) = rename(&key) {
-            by_name.insert(name, tensor);
+    let is_index = file.to_string_lossy().ends_with(".index.json");
+    let files = if is_index {
+        shards(file)?
+    } else {
+        vec![file.to_path_buf()]
+    };
+    let mut by_name: HashMap<String, Tensor> = HashMap::new();
+    for f in &files {
+        let tensors = Tensor::read_safetensors(f).ctx(format!("reading {}", f.display()))?;
+        for (key, tensor) in tensors {
+            if let Some(name) = rename(&key) {
+                by_name.insert(name, tensor);
+            }
         }
     }
     let variables: BTreeMap<String, Tensor> = var_store.variables().into_iter().collect();

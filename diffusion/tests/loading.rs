@@ -175,3 +175,51 @@ fn pipeline_folder_lists_and_loads_components() {
         Err(Error::Io { .. })
     ));
 }
+
+#[test]
+fn sharded_weights_load_through_their_index() {
+    use letterpress_diffusion::tch::Tensor;
+    // Split the sd1 VAE into two shards with an index, as save_pretrained(max_shard_size=…) does.
+    let src = common::fixtures().join("sd1/vae");
+    let dir = std::env::temp_dir().join(format!("letterpress-sharded-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::copy(src.join("config.json"), dir.join("config.json")).expect("copy config");
+    let mut tensors =
+        Tensor::read_safetensors(src.join("diffusion_pytorch_model.safetensors")).expect("read");
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let half = tensors.len() / 2;
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in [&tensors[..half], &tensors[half..]].iter().enumerate() {
+        let name = format!("diffusion_pytorch_model-0000{}-of-00002.safetensors", i + 1);
+        let named: Vec<(&str, &Tensor)> = part.iter().map(|(k, t)| (k.as_str(), t)).collect();
+        Tensor::write_safetensors(&named, dir.join(&name)).expect("write shard");
+        for (k, _) in part.iter() {
+            weight_map.insert(k.clone(), serde_json::Value::String(name.clone()));
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        dir.join("diffusion_pytorch_model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .expect("index");
+
+    let refs = common::refs("sd1");
+    let vae = load::<AutoencoderKL>(&dir, &LoadOptions::default()).expect("sharded load");
+    let decoded = vae
+        .model
+        .decode(common::get(&refs, "vae.latents"))
+        .expect("decode");
+    common::assert_close(
+        "sd1 vae decode (sharded)",
+        &decoded,
+        common::get(&refs, "vae.decoded"),
+    );
+
+    // A shard that is missing is an error naming it, not a partial load.
+    std::fs::remove_file(dir.join("diffusion_pytorch_model-00002-of-00002.safetensors"))
+        .expect("rm");
+    let err = load::<AutoencoderKL>(&dir, &LoadOptions::default()).expect_err("missing shard");
+    assert!(err.to_string().contains("00002-of-00002"), "{err}");
+}
