@@ -2,7 +2,7 @@
 # (idempotent; seconds when everything is already there).
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench fixtures
+.PHONY: setup demo test lint bench bench-unet fixtures
 
 setup:
 	@scripts/setup
@@ -22,6 +22,18 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# Regenerates diffusion/tests/fixtures bit for bit with diffusers/transformers (the oracle venv).
+fixtures:
+	@scripts/setup --oracle
+	.venv/bin/python tools/make_fixtures.py
+
 bench: setup
 	$(CARGO) build --release --quiet
 	target/release/letterpress bench render
+	target/release/letterpress bench layout
+
+# ControlNet + UNet forward (SD 1.5 configuration, random weights) against diffusers.
+bench-unet:
+	@scripts/setup --oracle
+	$(CARGO) build --release --quiet
+	target/release/letterpress bench unet

