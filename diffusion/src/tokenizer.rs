@@ -13,7 +13,7 @@
 //! it was trained with, matched them case-sensitively on the raw text, as step 1 does.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use regex::Regex;
 use serde_json::Value;
@@ -80,29 +80,82 @@ fn token_content(v: &Value) -> Option<String> {
     }
 }
 
+/// Vocabulary, merge lines, added tokens, and the file the merges came from (for errors).
+type BpeFiles = (
+    HashMap<String, i64>,
+    Vec<String>,
+    Vec<(String, i64)>,
+    PathBuf,
+);
+
 impl ClipTokenizer {
-    /// Reads `vocab.json`, `merges.txt`, `tokenizer_config.json` (or `special_tokens_map.json`)
-    /// and, when present, `added_tokens.json`.
+    /// Reads `vocab.json` + `merges.txt` (or, without them, a fast tokenizer's
+    /// `tokenizer.json`), `tokenizer_config.json` (or `special_tokens_map.json`) and, when
+    /// present, `added_tokens.json`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let vocab_path = dir.join("vocab.json");
-        if !vocab_path.is_file() {
+        let tokenizer_json = dir.join("tokenizer.json");
+        // A fast tokenizer's tokenizer.json carries the same BPE (model.vocab, model.merges)
+        // and its added tokens; vocab.json + merges.txt win when both are present.
+        let (mut vocab, merge_lines, file_added, merges_path): BpeFiles = if vocab_path.is_file() {
+            let vocab = read_json(&vocab_path)?;
+            let merges_path = dir.join("merges.txt");
+            let merges = std::fs::read_to_string(&merges_path).map_err(|source| Error::Io {
+                path: merges_path.clone(),
+                source,
+            })?;
+            let lines = merges
+                .lines()
+                .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+                .map(str::to_string)
+                .collect();
+            (vocab, lines, Vec::new(), merges_path)
+        } else if tokenizer_json.is_file() {
+            let v: Value = read_json(&tokenizer_json)?;
+            let model = &v["model"];
+            let vocab: HashMap<String, i64> = serde_json::from_value(model["vocab"].clone())
+                .map_err(|e| tok_err(&tokenizer_json, format!("model.vocab: {e}")))?;
+            let lines = model["merges"]
+                .as_array()
+                .ok_or_else(|| tok_err(&tokenizer_json, "no model.merges"))?
+                .iter()
+                .map(|m| match m {
+                    // Older files write "a b", newer ones ["a", "b"].
+                    Value::String(s) => Some(s.clone()),
+                    Value::Array(pair) => Some(
+                        pair.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
+                    _ => None,
+                })
+                .collect::<Option<Vec<String>>>()
+                .ok_or_else(|| {
+                    tok_err(
+                        &tokenizer_json,
+                        "model.merges holds something other than pairs",
+                    )
+                })?;
+            let added = v["added_tokens"]
+                .as_array()
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|t| {
+                            Some((t["content"].as_str()?.to_string(), t["id"].as_i64()?))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (vocab, lines, added, tokenizer_json.clone())
+        } else {
             return Err(tok_err(
                 dir,
-                "no vocab.json (a tokenizer.json-only folder is not supported; save it with vocab files)",
+                "neither vocab.json + merges.txt nor tokenizer.json",
             ));
-        }
-        let mut vocab: HashMap<String, i64> = read_json(&vocab_path)?;
-        let merges_path = dir.join("merges.txt");
-        let merges = std::fs::read_to_string(&merges_path).map_err(|source| Error::Io {
-            path: merges_path.clone(),
-            source,
-        })?;
+        };
         let mut ranks = HashMap::new();
-        for (i, line) in merges
-            .lines()
-            .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
-            .enumerate()
-        {
+        for (i, line) in merge_lines.iter().enumerate() {
             let mut parts = line.split(' ');
             match (parts.next(), parts.next(), parts.next()) {
                 (Some(a), Some(b), None) => {
@@ -141,6 +194,10 @@ impl ClipTokenizer {
             .unwrap_or(77);
 
         let mut raw_tokens = HashMap::new();
+        for (token, id) in file_added {
+            vocab.insert(token.clone(), id);
+            raw_tokens.insert(token, id);
+        }
         let added_path = dir.join("added_tokens.json");
         if added_path.is_file() {
             let added: HashMap<String, i64> = read_json(&added_path)?;

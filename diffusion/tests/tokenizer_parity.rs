@@ -97,3 +97,67 @@ fn textdiffuser2_tokens_and_input_ids() {
         );
     }
 }
+
+/// A `tokenizer.json`-only folder (what fast tokenizers save) gives the same ids as the
+/// vocab.json + merges.txt + added_tokens.json folder checked against transformers above.
+#[test]
+fn tokenizer_json_folders_match_vocab_files() {
+    let src = common::fixtures().join("td2_tokenizer");
+    let reference = ClipTokenizer::from_dir(&src).expect("tokenizer");
+    let vocab: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("vocab.json")).unwrap()).unwrap();
+    let merges: Vec<String> = std::fs::read_to_string(src.join("merges.txt"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    let added: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(src.join("added_tokens.json")).unwrap())
+            .unwrap();
+    let added_tokens: Vec<serde_json::Value> = added
+        .iter()
+        .map(|(content, id)| serde_json::json!({"id": id, "content": content, "special": false}))
+        .collect();
+    for (style, merges_json) in [
+        ("strings", serde_json::json!(merges)),
+        (
+            "pairs",
+            serde_json::json!(
+                merges
+                    .iter()
+                    .map(|m| m.split(' ').collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            ),
+        ),
+    ] {
+        let dir = std::env::temp_dir().join(format!(
+            "letterpress-tokjson-{style}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = serde_json::json!({"added_tokens": added_tokens, "model": {"type": "BPE", "vocab": vocab, "merges": merges_json}});
+        std::fs::write(dir.join("tokenizer.json"), file.to_string()).unwrap();
+        std::fs::copy(
+            src.join("tokenizer_config.json"),
+            dir.join("tokenizer_config.json"),
+        )
+        .unwrap();
+        let tok = ClipTokenizer::from_dir(&dir).unwrap_or_else(|e| panic!("{style}: {e}"));
+        assert_eq!(tok.len(), reference.len(), "{style}");
+        for text in [
+            "a photo of a cat",
+            "A Poster that says 'SUMMER SALE' — 50% off!!",
+            "l25 t89 r100 b120 [H] [i] [ ] [!] poster",
+            "naïve café  résumé\tdon't",
+            "",
+        ] {
+            assert_eq!(
+                tok.encode_padded(text),
+                reference.encode_padded(text),
+                "{style}: {text:?}"
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
