@@ -5,6 +5,22 @@ use std::process::Command;
 use letterpress_layout::{BBox, Layout, TextLine};
 use letterpress_render::Renderer;
 
+/// `letterpress eval ocr --images IMAGES ARGS`, which must succeed.
+fn eval_ocr(images: &std::path::Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_letterpress"))
+        .args(["eval", "ocr", "--images"])
+        .arg(images)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn scores_rendered_images_against_expected_words_and_prompts() {
     let dir = std::env::temp_dir().join(format!("letterpress-eval-{}", std::process::id()));
@@ -35,17 +51,12 @@ fn scores_rendered_images_against_expected_words_and_prompts() {
     // c.png is expected to say something else: its precision and recall are 0.
     let expected = "{\"image\":\"a.png\",\"words\":[\"summer\",\"sale\"]}\n{\"image\":\"b.png\",\"text\":\"Coffee House\"}\n{\"image\":\"c.png\",\"words\":[\"closed\"]}\n";
     std::fs::write(dir.join("expected.jsonl"), expected).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_letterpress"))
-        .args(["eval", "ocr", "--images"])
-        .arg(&images)
-        .arg("--expected")
-        .arg(dir.join("expected.jsonl"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = eval_ocr(
+        &images,
+        &[
+            "--expected".as_ref(),
+            dir.join("expected.jsonl").as_os_str(),
+        ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let per_image: Vec<serde_json::Value> = stdout
@@ -69,19 +80,16 @@ fn scores_rendered_images_against_expected_words_and_prompts() {
         "a poster 'Summer Sale'\na sign 'Coffee' 'House'\na door sign 'Open Late'\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_letterpress"))
-        .args(["eval", "ocr", "--images"])
-        .arg(&images)
-        .arg("--prompts")
-        .arg(dir.join("prompts.txt"))
-        .arg("--out")
-        .arg(dir.join("scores.jsonl"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let prompts = dir.join("prompts.txt");
+    let scores = dir.join("scores.jsonl");
+    let out = eval_ocr(
+        &images,
+        &[
+            "--prompts".as_ref(),
+            prompts.as_os_str(),
+            "--out".as_ref(),
+            scores.as_os_str(),
+        ],
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().last().unwrap(),
