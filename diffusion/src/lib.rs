@@ -26,6 +26,7 @@ mod embeddings;
 mod error;
 mod layers;
 mod resnet;
+pub mod schedulers;
 mod tokenizer;
 mod unet_2d;
 mod unet_2d_blocks;
@@ -35,6 +36,7 @@ mod weights;
 pub use clip::{ClipTextConfig, ClipTextModel};
 pub use controlnet::{ControlNetConfig, ControlNetModel};
 pub use error::{Error, Result};
+pub use schedulers::{NoiseSource, Scheduler, SchedulerKind, load_scheduler};
 pub use tokenizer::ClipTokenizer;
 pub use unet_2d::{
     ControlResiduals, PerBlock, PerBlockFlag, UNet2DConditionConfig, UNet2DConditionModel,
