@@ -54,7 +54,7 @@ impl NoiseSource for GlobalNoise {
 /// One denoising loop's scheduler, as diffusers' `SchedulerMixin`: call
 /// [`set_timesteps`](Scheduler::set_timesteps), then for each of [`timesteps`](Scheduler::timesteps)
 /// `scale_model_input` → model → `step`.
-pub trait Scheduler: Send {
+pub trait Scheduler: Send + std::fmt::Debug {
     /// Fixes the inference timesteps; errors for 0 steps or more than the schedule allows.
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()>;
     /// diffusers' `scheduler.timesteps`, in order (integers for the discrete-time schedulers,
