@@ -94,6 +94,14 @@ impl SingleFile {
         })
     }
 
+    /// A checkpoint already in memory (`path` only names it in errors).
+    pub fn from_tensors(path: &Path, tensors: BTreeMap<String, Tensor>) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            tensors,
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -247,7 +255,15 @@ impl SingleFile {
                     "unexpected key {prefix}{key} in the ldm VAE layout"
                 ))
             })?;
-            out.insert(name, tensor.shallow_clone());
+            // The original attention projections are 1×1 convolutions; diffusers' are linear.
+            let size = tensor.size();
+            let tensor = if name.contains(".attentions.") && size.len() == 4 && size[2..] == [1, 1]
+            {
+                tensor.reshape(&size[..2])
+            } else {
+                tensor.shallow_clone()
+            };
+            out.insert(name, tensor);
         }
         Ok(out)
     }

@@ -284,6 +284,7 @@ fn wrong_files_get_clear_errors() {
         },
     )
     .expect_err("unknown key");
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         err.to_string().contains("input_blocks.1.5.mystery"),
         "{err}"
@@ -301,4 +302,239 @@ fn wrong_files_get_clear_errors() {
         matches!(err, Error::KeyMismatch { .. }) || err.to_string().contains("shape"),
         "{err}"
     );
+}
+
+/// The released layouts (tools/make_single_file_fixtures.py lists their ldm keys and shapes; the
+/// tensors here are zero-strided views, so no weights are allocated): the inferred configs are
+/// the released configs, and the mapped names and shapes hash to the manifests of the diffusers
+/// and transformers models (full_manifests.json, also checked by full_configs.rs).
+#[test]
+fn released_layouts_map_to_the_diffusers_models() {
+    use sha2::{Digest, Sha256};
+    use std::collections::{BTreeMap, HashMap};
+
+    let read = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(&p).expect("read")).expect("json")
+    };
+    let layouts = read(single("full_layouts.json"));
+    let manifests = read(common::fixtures().join("full_manifests.json"));
+    let digest = |state: &HashMap<String, Tensor>| {
+        let mut lines: Vec<String> = state
+            .iter()
+            .map(|(k, v)| format!("{k} {:?}", v.size()))
+            .collect();
+        lines.sort();
+        (
+            lines.len(),
+            format!("{:x}", Sha256::digest(lines.join("\n").as_bytes())),
+        )
+    };
+    let check = |label: &str, state: &HashMap<String, Tensor>, manifest: &str| {
+        let m = &manifests[manifest];
+        let (count, sha) = digest(state);
+        assert_eq!(
+            count as u64,
+            m["count"].as_u64().expect("count"),
+            "{label}: tensor count"
+        );
+        assert_eq!(
+            sha,
+            m["sha256"].as_str().expect("sha"),
+            "{label}: names or shapes"
+        );
+        println!("single-file layout {label}: {count} tensors map to {manifest}");
+    };
+    let open = |name: &str| {
+        let tensors: BTreeMap<String, Tensor> = layouts[name]
+            .as_object()
+            .expect("layout")
+            .iter()
+            .map(|(k, shape)| {
+                let shape: Vec<i64> = shape
+                    .as_array()
+                    .expect("shape")
+                    .iter()
+                    .map(|d| d.as_i64().expect("dim"))
+                    .collect();
+                let zero = Tensor::zeros([1], (tch::Kind::Float, tch::Device::Cpu));
+                let t = if shape.is_empty() {
+                    zero.reshape([])
+                } else {
+                    zero.expand(&shape, false)
+                };
+                (k.clone(), t)
+            })
+            .collect();
+        SingleFile::from_tensors(&PathBuf::from(format!("{name}.safetensors")), tensors)
+    };
+    let options = SingleFileOptions::default();
+    for (name, version, unet_manifest, text_manifest) in [
+        ("sd15", SdVersion::Sd1, "sd15_unet", "clip_vit_l14_text"),
+        ("sd21", SdVersion::Sd2, "sd21_unet", "openclip_vit_h_text"),
+    ] {
+        let file = open(name);
+        assert_eq!(file.version().expect("version"), version);
+        check(
+            &format!("{name} unet"),
+            &file.unet_state().expect("unet"),
+            unet_manifest,
+        );
+        check(
+            &format!("{name} vae"),
+            &file.vae_state().expect("vae"),
+            "sd15_vae",
+        );
+        let text = file.infer_text_encoder_config().expect("text config");
+        let expected = &manifests[text_manifest]["config"];
+        assert_eq!(
+            serde_json::json!(text.num_hidden_layers),
+            expected["num_hidden_layers"],
+            "{name}"
+        );
+        assert_eq!(
+            serde_json::json!(text.hidden_size),
+            expected["hidden_size"],
+            "{name}"
+        );
+        assert_eq!(
+            serde_json::json!(text.intermediate_size),
+            expected["intermediate_size"],
+            "{name}"
+        );
+        assert_eq!(
+            serde_json::json!(text.num_attention_heads),
+            expected["num_attention_heads"],
+            "{name}"
+        );
+        assert_eq!(
+            serde_json::json!(text.hidden_act),
+            expected["hidden_act"],
+            "{name}"
+        );
+        let state = file
+            .text_encoder_state(text.num_hidden_layers)
+            .expect("text");
+        check(&format!("{name} text encoder"), &state, text_manifest);
+
+        let unet = file.infer_unet_config(&options).expect("unet config");
+        let expected = &manifests[unet_manifest]["config"];
+        for (field, ours) in [
+            ("in_channels", serde_json::json!(unet.in_channels)),
+            (
+                "block_out_channels",
+                serde_json::json!(unet.block_out_channels),
+            ),
+            ("down_block_types", serde_json::json!(unet.down_block_types)),
+            ("up_block_types", serde_json::json!(unet.up_block_types)),
+            (
+                "use_linear_projection",
+                serde_json::json!(unet.use_linear_projection),
+            ),
+            ("upcast_attention", serde_json::json!(unet.upcast_attention)),
+            ("norm_num_groups", serde_json::json!(unet.norm_num_groups)),
+        ] {
+            assert_eq!(ours, expected[field], "{name} unet config {field}");
+        }
+        assert_eq!(
+            format!("{:?}", unet.attention_head_dim),
+            if name == "sd15" {
+                "All(8)"
+            } else {
+                "Each([5, 10, 20, 20])"
+            }
+        );
+        assert_eq!(
+            format!("{:?}", unet.cross_attention_dim),
+            if name == "sd15" {
+                "All(768)"
+            } else {
+                "All(1024)"
+            }
+        );
+        let vae = file.infer_vae_config().expect("vae config");
+        assert_eq!(
+            serde_json::json!(vae.block_out_channels),
+            manifests["sd15_vae"]["config"]["block_out_channels"]
+        );
+        let scheduler = file.scheduler_config(&options).expect("scheduler");
+        let prediction = if name == "sd15" {
+            "epsilon"
+        } else {
+            "v_prediction"
+        };
+        assert_eq!(scheduler.prediction_type.as_deref(), Some(prediction));
+    }
+    let cn = open("sd15_controlnet");
+    assert_eq!(cn.version().expect("version"), SdVersion::Sd1);
+    check(
+        "sd15 controlnet",
+        &cn.controlnet_state().expect("controlnet"),
+        "sd15_controlnet",
+    );
+    let config = cn
+        .infer_controlnet_config(&options)
+        .expect("controlnet config");
+    let expected = &manifests["sd15_controlnet"]["config"];
+    assert_eq!(
+        serde_json::json!(config.conditioning_embedding_out_channels),
+        expected["conditioning_embedding_out_channels"]
+    );
+    assert_eq!(
+        serde_json::json!(config.conditioning_channels),
+        expected["conditioning_channels"]
+    );
+    assert_eq!(
+        serde_json::json!(config.unet.block_out_channels),
+        expected["block_out_channels"]
+    );
+}
+
+/// GlyphControl-style cldm checkpoints hold the SD model and the ControlNet in one file.
+#[test]
+fn combined_cldm_checkpoint_loads_both_parts() {
+    let mut tensors: Vec<(String, Tensor)> =
+        Tensor::read_safetensors(single("sd2.safetensors")).expect("read sd2");
+    tensors
+        .extend(Tensor::read_safetensors(single("sd2_controlnet.safetensors")).expect("read cn"));
+    let dir = std::env::temp_dir().join(format!("letterpress-cldm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("glyph_cldm.safetensors");
+    Tensor::write_safetensors(&tensors, &path).expect("write");
+    let fixtures = common::fixtures().join("sd2");
+    let sd = load_stable_diffusion(
+        &path,
+        &SingleFileOptions {
+            config_dir: Some(fixtures.clone()),
+            ..Default::default()
+        },
+    )
+    .expect("SD part");
+    assert_eq!(sd.version, Some(SdVersion::Sd2));
+    let cn = load_controlnet(
+        &path,
+        &SingleFileOptions {
+            config_dir: Some(fixtures.join("controlnet")),
+            ..Default::default()
+        },
+    )
+    .expect("ControlNet part");
+    let folder = load::<ControlNetModel>(&fixtures.join("controlnet"), &LoadOptions::default())
+        .expect("folder");
+    let refs = common::refs("sd2");
+    let args = (
+        common::get(&refs, "unet.sample"),
+        common::get(&refs, "unet.timestep"),
+        common::get(&refs, "unet.encoder_hidden_states"),
+        common::get(&refs, "controlnet.cond"),
+    );
+    let ours = cn
+        .model
+        .forward(args.0, args.1, args.2, args.3, 1.0, true)
+        .expect("cn");
+    let theirs = folder
+        .model
+        .forward(args.0, args.1, args.2, args.3, 1.0, true)
+        .expect("cn");
+    exact("sd2 combined cldm controlnet mid", &ours.mid, &theirs.mid);
+    let _ = std::fs::remove_dir_all(&dir);
 }
