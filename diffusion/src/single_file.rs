@@ -112,9 +112,15 @@ impl SingleFile {
             .contains_key(&format!("{UNET_PREFIX}input_blocks.0.0.weight"))
     }
 
-    /// A ControlNet in the cldm scheme (`control_model.*`, or the same keys unprefixed).
+    /// A ControlNet: in the cldm scheme (`control_model.*`, or the same keys unprefixed), or a
+    /// diffusers `diffusion_pytorch_model.safetensors` of a ControlNet.
     pub fn is_controlnet(&self) -> bool {
-        self.controlnet_prefix().is_some()
+        self.controlnet_prefix().is_some() || self.is_diffusers_controlnet()
+    }
+
+    fn is_diffusers_controlnet(&self) -> bool {
+        self.tensors
+            .contains_key("controlnet_cond_embedding.conv_in.weight")
     }
 
     fn controlnet_prefix(&self) -> Option<&'static str> {
@@ -160,7 +166,7 @@ impl SingleFile {
         let prefix = if self.is_stable_diffusion() {
             UNET_PREFIX
         } else {
-            self.controlnet_prefix().unwrap_or(CONTROLNET_PREFIX)
+            self.controlnet_prefix().unwrap_or("")
         };
         match self.cross_attention_dim(prefix) {
             Some(768) => Ok(SdVersion::Sd1),
@@ -228,6 +234,14 @@ impl SingleFile {
 
     /// ControlNet tensors under diffusers names.
     pub fn controlnet_state(&self) -> Result<HashMap<String, Tensor>> {
+        if self.is_diffusers_controlnet() {
+            let state = self
+                .tensors
+                .iter()
+                .map(|(k, v)| (k.clone(), v.shallow_clone()))
+                .collect();
+            return Ok(state);
+        }
         let prefix = self
             .controlnet_prefix()
             .ok_or_else(|| self.layout_error("no ControlNet (control_model.input_hint_block)"))?;
@@ -335,7 +349,7 @@ impl SingleFile {
     /// The ControlNet config from tensor shapes (the UNet trunk plus the hint encoder).
     pub fn infer_controlnet_config(&self, options: &SingleFileOptions) -> Result<ControlNetConfig> {
         let state = self.controlnet_state()?;
-        let prefix = self.controlnet_prefix().unwrap_or(CONTROLNET_PREFIX);
+        let prefix = self.controlnet_prefix().unwrap_or("");
         let trunk = self.infer_trunk(&state, prefix, options)?;
         let mut value = trunk.value;
         let hint_in = dim(&state, "controlnet_cond_embedding.conv_in.weight", 1);
@@ -898,7 +912,9 @@ pub fn load_stable_diffusion(
     })
 }
 
-/// Loads a ControlNet from a diffusers folder or a cldm single file.
+/// Loads a ControlNet from a diffusers folder or a single file: a cldm checkpoint, or a
+/// diffusers-scheme `.safetensors`. The config is, in order: `options.config_dir`, a
+/// `config.json` beside a diffusers-scheme file, else inferred from the shapes.
 pub fn load_controlnet(
     path: &Path,
     options: &SingleFileOptions,
@@ -909,13 +925,18 @@ pub fn load_controlnet(
     let file = SingleFile::open(path)?;
     if !file.is_controlnet() {
         return Err(file.layout_error(
-            "not a ControlNet in the cldm layout (no control_model.input_hint_block)",
+            "not a ControlNet (no control_model.input_hint_block, no controlnet_cond_embedding)",
         ));
     }
-    let config: ControlNetConfig =
-        config_or(options, &["config.json", "controlnet/config.json"], || {
-            file.infer_controlnet_config(options)
-        })?;
+    let beside = path.parent().map(|d| d.join("config.json"));
+    let config: ControlNetConfig = config_or(
+        options,
+        &["config.json", "controlnet/config.json"],
+        || match beside.filter(|c| file.is_diffusers_controlnet() && c.is_file()) {
+            Some(config) => read_json(&config),
+            None => file.infer_controlnet_config(options),
+        },
+    )?;
     load_state(&config, file.controlnet_state()?, path, &options.load)
 }
 

@@ -260,6 +260,9 @@ fn wrong_files_get_clear_errors() {
     assert!(err.to_string().contains("ControlNet"), "{err}");
     let err = load_controlnet(&single("sd1.safetensors"), &options).expect_err("sd");
     assert!(err.to_string().contains("control_model"), "{err}");
+    let err = load_controlnet(&PathBuf::from("/nonexistent/cn.safetensors"), &options)
+        .expect_err("missing");
+    assert!(err.to_string().contains("cn.safetensors"), "{err}");
     // A diffusers component file is not an ldm checkpoint.
     let unet_file = common::fixtures().join("sd1/unet/diffusion_pytorch_model.safetensors");
     let err = load_stable_diffusion(&unet_file, &options).expect_err("diffusers file");
@@ -537,4 +540,37 @@ fn combined_cldm_checkpoint_loads_both_parts() {
         .expect("cn");
     exact("sd2 combined cldm controlnet mid", &ours.mid, &theirs.mid);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A diffusers-scheme ControlNet file loads too: with the `config.json` beside it, or with its
+/// config inferred from the shapes.
+#[test]
+fn diffusers_scheme_controlnet_file() {
+    let dir = common::fixtures().join("sd1/controlnet");
+    let file_path = dir.join("diffusion_pytorch_model.safetensors");
+    let ours = load_controlnet(&file_path, &SingleFileOptions::default()).expect("file");
+    let folder = load::<ControlNetModel>(&dir, &LoadOptions::default()).expect("folder");
+    let refs = common::refs("sd1");
+    let args = (
+        common::get(&refs, "unet.sample"),
+        common::get(&refs, "unet.timestep"),
+        common::get(&refs, "unet.encoder_hidden_states"),
+        common::get(&refs, "controlnet.cond"),
+    );
+    let a = ours
+        .model
+        .forward(args.0, args.1, args.2, args.3, 0.8, false)
+        .expect("cn");
+    let b = folder
+        .model
+        .forward(args.0, args.1, args.2, args.3, 0.8, false)
+        .expect("cn");
+    exact("sd1 diffusers-scheme controlnet file mid", &a.mid, &b.mid);
+    let file = SingleFile::open(&file_path).expect("open");
+    assert!(file.is_controlnet() && !file.is_stable_diffusion());
+    let config = file
+        .infer_controlnet_config(&SingleFileOptions::default())
+        .expect("inferred");
+    assert_eq!(config.conditioning_channels, 3);
+    assert_eq!(config.unet.block_out_channels, [8, 8, 16]);
 }
