@@ -77,7 +77,19 @@ pub(crate) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<SourceImage,
     if width == 0 || height == 0 {
         return Err(err("decode", format!("the image is {width}x{height}")));
     }
-    let color = format!("{:?}", decoder.original_color_type());
+    if format == ImageFormat::Jpeg && !jpeg_has_end(bytes) {
+        // The JPEG decoder fills a truncated scan with grey instead of failing.
+        return Err(err(
+            "truncated",
+            "jpeg: truncated: no end-of-image marker after the last scan",
+        ));
+    }
+    let color = if format == ImageFormat::Jpeg && jpeg_components(bytes) == Some(4) {
+        // The decoder converts CMYK (and YCCK) to RGB and reports the result's type.
+        "Cmyk8".to_string()
+    } else {
+        format!("{:?}", decoder.original_color_type())
+    };
     let mut decode_limits = Limits::default();
     // Enough for the largest accepted canvas at 16 bits per channel with alpha, plus slack.
     decode_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(1 << 26));
@@ -107,6 +119,34 @@ fn classify(format: ImageFormat, e: image::ImageError) -> DecodeError {
         ),
         other => err("decode", format!("{name}: corrupt or truncated: {other}")),
     }
+}
+
+/// True when an end-of-image marker (FF D9) follows the last start-of-scan (FF DA). Scan
+/// data byte-stuffs FF as FF 00, so neither marker can appear inside it; EXIF thumbnails
+/// come before the main image's scans and data appended after EOI is ignored.
+fn jpeg_has_end(bytes: &[u8]) -> bool {
+    let Some(last_sos) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else {
+        return false;
+    };
+    bytes[last_sos..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// Number of colour components in a JPEG's frame header (SOFn), walking the marker segments.
+fn jpeg_components(bytes: &[u8]) -> Option<u8> {
+    let mut i = 2; // after SOI
+    while i + 4 <= bytes.len() {
+        if bytes[i] != 0xFF {
+            return None;
+        }
+        let marker = bytes[i + 1];
+        let length = usize::from(u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]));
+        let is_sof = (0xC0..=0xCF).contains(&marker) && ![0xC4, 0xC8, 0xCC].contains(&marker);
+        if is_sof {
+            return bytes.get(i + 9).copied();
+        }
+        i += 2 + length;
+    }
+    None
 }
 
 /// Greyscale for OCR; alpha is composited over white.
