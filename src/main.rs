@@ -1,6 +1,7 @@
 //! `letterpress`: the command-line front end. It parses arguments and calls the library crates.
 
 mod bench;
+mod bench_ocr;
 mod bench_unet;
 mod dataset_cmd;
 mod eval_cmd;
