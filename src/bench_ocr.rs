@@ -67,7 +67,10 @@ pub fn run(args: OcrBenchArgs) -> Result<()> {
         args.jobs,
         args.rounds
     );
-    let python = args.python.clone().unwrap_or_else(crate::bench::default_python);
+    let python = args
+        .python
+        .clone()
+        .unwrap_or_else(crate::bench::default_python);
     let (mut ours, mut theirs) = (f64::INFINITY, f64::INFINITY);
     for round in 0..args.rounds {
         let mut config = BuildConfig::new(&images, work.join(format!("out-{round}")));

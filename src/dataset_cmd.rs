@@ -128,9 +128,9 @@ impl BuildProgress for Bar {
 }
 
 pub(crate) fn progress_bar() -> Result<Bar> {
-    Ok(Bar(ProgressBar::new(0).with_style(ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}",
-    )?)))
+    Ok(Bar(ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {per_sec} eta {eta} {msg}")?,
+    )))
 }
 
 fn build(args: BuildArgs) -> Result<()> {
@@ -149,6 +149,10 @@ fn build(args: BuildArgs) -> Result<()> {
         .map(|f| format!("{f} {}", s.rejected.get(*f).copied().unwrap_or(0)))
         .collect();
     println!("rejected: {} ({})", s.rejected_total(), rejected.join(", "));
-    println!("errors: {} (see {})", s.errors, config.output.join("errors.jsonl").display());
+    println!(
+        "errors: {} (see {})",
+        s.errors,
+        config.output.join("errors.jsonl").display()
+    );
     Ok(())
 }

@@ -85,17 +85,29 @@ fn sigkill_at_a_random_moment_then_rerun_gives_every_input_exactly_once() {
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
         let complete = std::fs::read_dir(&out)
-            .map(|d| d.filter_map(Result::ok).filter(|e| e.file_name().to_string_lossy().ends_with("_stats.json")).count())
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with("_stats.json"))
+                    .count()
+            })
             .unwrap_or(0);
         eprintln!(
             "seed {seed}: run {attempt} killed after {delay:?}{}; {complete} of {} shards complete",
-            if finished { " (had already finished)" } else { "" },
+            if finished {
+                " (had already finished)"
+            } else {
+                ""
+            },
             n.div_ceil(16)
         );
     }
     let output = build_cmd(&input, &out).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}{stdout}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     eprintln!("final run:\n{stdout}");
 
     // Every input exactly once in the shard indexes.
@@ -107,9 +119,13 @@ fn sigkill_at_a_random_moment_then_rerun_gives_every_input_exactly_once() {
             let v: Value = serde_json::from_str(line).unwrap();
             let source = v["source"].as_str().unwrap().to_string();
             let status = v["status"].as_str().unwrap().to_string();
-            assert!(seen.insert(source.clone(), status).is_none(), "{source} twice");
+            assert!(
+                seen.insert(source.clone(), status).is_none(),
+                "{source} twice"
+            );
         }
-        let mut archive = tar::Archive::new(std::fs::File::open(out.join(format!("{shard:05}.tar"))).unwrap());
+        let mut archive =
+            tar::Archive::new(std::fs::File::open(out.join(format!("{shard:05}.tar"))).unwrap());
         for entry in archive.entries().unwrap() {
             let mut entry = entry.unwrap();
             let name = entry.path().unwrap().to_string_lossy().into_owned();
@@ -135,11 +151,17 @@ fn sigkill_at_a_random_moment_then_rerun_gives_every_input_exactly_once() {
     assert_eq!((tar_keys.len(), sources.len()), (kept, kept));
     let error_lines = std::fs::read_to_string(out.join("errors.jsonl")).unwrap();
     assert_eq!(error_lines.lines().count(), errors);
-    let stats: Value = serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).unwrap()).unwrap();
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).unwrap()).unwrap();
     assert_eq!(stats["seen"], n);
     assert_eq!(stats["kept"], kept);
-    let planner: Value = serde_json::from_str(&std::fs::read_to_string(out.join("planner.json")).unwrap()).unwrap();
-    assert_eq!(planner.as_array().unwrap().len(), 0, "no captions, no planner data");
+    let planner: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("planner.json")).unwrap()).unwrap();
+    assert_eq!(
+        planner.as_array().unwrap().len(),
+        0,
+        "no captions, no planner data"
+    );
     let leftovers: Vec<String> = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

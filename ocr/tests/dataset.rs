@@ -12,7 +12,8 @@ use letterpress_render::Renderer;
 use serde_json::Value;
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("letterpress-dataset-{name}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("letterpress-dataset-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -30,17 +31,34 @@ fn poster(lines: &[&str], w: u32, h: u32) -> GrayImage {
             .enumerate()
             .map(|(i, t)| {
                 let i = i as i32;
-                TextLine::new(*t, BBox::new(24, 20 + i * slot + 8, w as i32 - 24, 20 + (i + 1) * slot - 8))
+                TextLine::new(
+                    *t,
+                    BBox::new(
+                        24,
+                        20 + i * slot + 8,
+                        w as i32 - 24,
+                        20 + (i + 1) * slot - 8,
+                    ),
+                )
             })
             .collect(),
     );
-    Renderer::with_default_font().unwrap().render(&layout).unwrap().inverse()
+    Renderer::with_default_font()
+        .unwrap()
+        .render(&layout)
+        .unwrap()
+        .inverse()
 }
 
 fn png_bytes(image: &GrayImage) -> Vec<u8> {
     let mut out = Vec::new();
     image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::L8)
+        .write_image(
+            image.as_raw(),
+            image.width(),
+            image.height(),
+            image::ExtendedColorType::L8,
+        )
         .unwrap();
     out
 }
@@ -48,7 +66,12 @@ fn png_bytes(image: &GrayImage) -> Vec<u8> {
 fn jpeg_bytes(image: &GrayImage) -> Vec<u8> {
     let mut out = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 92)
-        .write_image(image.as_raw(), image.width(), image.height(), image::ExtendedColorType::L8)
+        .write_image(
+            image.as_raw(),
+            image.width(),
+            image.height(),
+            image::ExtendedColorType::L8,
+        )
         .unwrap();
     out
 }
@@ -116,9 +139,21 @@ fn folder_with_sidecar_captions_writes_readable_shards_and_planner_data() {
     let sale = png_bytes(&poster(&["Summer", "Sale"], 512, 512));
     std::fs::write(input.join("a.png"), &sale).unwrap();
     std::fs::write(input.join("a.txt"), "A poster for the summer sale\n").unwrap();
-    std::fs::write(input.join("sub/b.jpg"), jpeg_bytes(&poster(&["Coffee", "House"], 640, 480))).unwrap();
-    std::fs::write(input.join("sub/b.json"), r#"{"caption": "coffee house sign", "url": "http://example.com/b.jpg"}"#).unwrap();
-    std::fs::write(input.join("c.png"), png_bytes(&poster(&["Jazz", "Night"], 512, 512))).unwrap();
+    std::fs::write(
+        input.join("sub/b.jpg"),
+        jpeg_bytes(&poster(&["Coffee", "House"], 640, 480)),
+    )
+    .unwrap();
+    std::fs::write(
+        input.join("sub/b.json"),
+        r#"{"caption": "coffee house sign", "url": "http://example.com/b.jpg"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        input.join("c.png"),
+        png_bytes(&poster(&["Jazz", "Night"], 512, 512)),
+    )
+    .unwrap();
     std::fs::write(input.join("notes.md"), "not an input").unwrap();
 
     let out = dir.join("out");
@@ -126,34 +161,61 @@ fn folder_with_sidecar_captions_writes_readable_shards_and_planner_data() {
     c.export_planner = true;
     c.shard_size = 2;
     let report = run(&c);
-    assert_eq!((report.inputs, report.shards, report.stats.kept), (3, 2, 3), "{report:?}");
+    assert_eq!(
+        (report.inputs, report.shards, report.stats.kept),
+        (3, 2, 3),
+        "{report:?}"
+    );
 
     let index = index_by_source(&out);
-    assert_eq!(index.keys().collect::<Vec<_>>(), ["a.png", "c.png", "sub/b.jpg"]);
+    assert_eq!(
+        index.keys().collect::<Vec<_>>(),
+        ["a.png", "c.png", "sub/b.jpg"]
+    );
     let shard0 = tar_members(&out.join("00000.tar"));
     assert_eq!(
         shard0.keys().collect::<Vec<_>>(),
-        ["000000.json", "000000.mask.png", "000000.png", "000001.json", "000001.mask.png", "000001.png"]
+        [
+            "000000.json",
+            "000000.mask.png",
+            "000000.png",
+            "000001.json",
+            "000001.mask.png",
+            "000001.png"
+        ]
     );
     assert_eq!(shard0["000000.png"], sale, "the original bytes");
     let json: Value = serde_json::from_slice(&shard0["000000.json"]).unwrap();
     assert_eq!(json["caption"], "A poster for the summer sale");
     assert_eq!(json["source"], "a.png");
-    assert_eq!((json["width"].as_u64(), json["height"].as_u64()), (Some(512), Some(512)));
-    let words: Vec<&str> = json["words"].as_array().unwrap().iter().map(|w| w["text"].as_str().unwrap()).collect();
+    assert_eq!(
+        (json["width"].as_u64(), json["height"].as_u64()),
+        (Some(512), Some(512))
+    );
+    let words: Vec<&str> = json["words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["text"].as_str().unwrap())
+        .collect();
     assert_eq!(words, ["Summer", "Sale"]);
     let first = &json["lines"][0];
     let (b, g) = (&first["bbox"], &first["bbox_128"]);
     for i in 0..4 {
         let px = b[i].as_f64().unwrap();
-        assert!((px / 4.0 - g[i].as_f64().unwrap()).abs() <= 0.5, "grid = pixels / 4 at 512: {b} {g}");
+        assert!(
+            (px / 4.0 - g[i].as_f64().unwrap()).abs() <= 0.5,
+            "grid = pixels / 4 at 512: {b} {g}"
+        );
     }
     assert!(!json["chars"].as_array().unwrap().is_empty());
     assert!(json["layout_td2"].as_str().unwrap().starts_with("Summer "));
     assert_eq!(json["ocr"]["engine"], "tesseract");
     assert_eq!(json["ocr"]["version"], letterpress_ocr::tesseract_version());
     // The glyph mask: white text on black at the image's size, ink where the words are.
-    let mask = image::load_from_memory(&shard0["000000.mask.png"]).unwrap().to_luma8();
+    let mask = image::load_from_memory(&shard0["000000.mask.png"])
+        .unwrap()
+        .to_luma8();
     assert_eq!(mask.dimensions(), (512, 512));
     let l = &json["lines"][0]["bbox"];
     let ink = (l[0].as_u64().unwrap()..l[2].as_u64().unwrap())
@@ -170,11 +232,15 @@ fn folder_with_sidecar_captions_writes_readable_shards_and_planner_data() {
     assert!(shard1.contains_key("000010.jpg"));
 
     // Planner data: FastChat conversations with TextDiffuser-2's prompt and answer format.
-    let planner: Value = serde_json::from_str(&std::fs::read_to_string(out.join("planner.json")).unwrap()).unwrap();
+    let planner: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("planner.json")).unwrap()).unwrap();
     let planner = planner.as_array().unwrap();
     assert_eq!(planner.len(), 2, "only captioned samples");
     let conv = &planner[0]["conversations"];
-    assert_eq!(planner[0]["id"], "000000", "shard 0, index 0; one digit for shards of 2");
+    assert_eq!(
+        planner[0]["id"], "000000",
+        "shard 0, index 0; one digit for shards of 2"
+    );
     assert_eq!(conv[0]["from"], "human");
     assert_eq!(
         conv[0]["value"],
@@ -185,8 +251,17 @@ fn folder_with_sidecar_captions_writes_readable_shards_and_planner_data() {
     let parsed = letterpress_layout::td2::parse(conv[1]["value"].as_str().unwrap(), &[]);
     assert_eq!(parsed.lines.len(), 2, "{parsed:?}");
 
-    let stats: Value = serde_json::from_str(&std::fs::read_to_string(out.join("00000_stats.json")).unwrap()).unwrap();
-    assert_eq!((stats["seen"].as_u64(), stats["kept"].as_u64(), stats["errors"].as_u64()), (Some(2), Some(2), Some(0)));
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("00000_stats.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            stats["seen"].as_u64(),
+            stats["kept"].as_u64(),
+            stats["errors"].as_u64()
+        ),
+        (Some(2), Some(2), Some(0))
+    );
     assert_eq!(stats["rejected"]["word_count"], 0);
 
     // A second run finds every shard complete and changes nothing.
@@ -204,9 +279,21 @@ fn folder_with_sidecar_captions_writes_readable_shards_and_planner_data() {
 #[test]
 fn file_list_with_captions() {
     let dir = scratch("list");
-    std::fs::write(dir.join("x.png"), png_bytes(&poster(&["Open", "Late"], 512, 512))).unwrap();
-    std::fs::write(dir.join("y.png"), png_bytes(&poster(&["Book", "Fair"], 512, 512))).unwrap();
-    std::fs::write(dir.join("list.txt"), "# images\ny.png\tbook fair today\n\nx.png\tsomething else\nmissing.png\n").unwrap();
+    std::fs::write(
+        dir.join("x.png"),
+        png_bytes(&poster(&["Open", "Late"], 512, 512)),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("y.png"),
+        png_bytes(&poster(&["Book", "Fair"], 512, 512)),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("list.txt"),
+        "# images\ny.png\tbook fair today\n\nx.png\tsomething else\nmissing.png\n",
+    )
+    .unwrap();
     let out = dir.join("out");
     let report = run(&config(&dir.join("list.txt"), &out));
     assert_eq!(report.inputs, 3);
@@ -226,7 +313,13 @@ fn webdataset_shards_as_input() {
     let input = dir.join("in");
     std::fs::create_dir_all(&input).unwrap();
     for (shard, samples) in [
-        ("00000.tar", vec![("000000000", "Grand Opening"), ("000000001", "Fresh Market")]),
+        (
+            "00000.tar",
+            vec![
+                ("000000000", "Grand Opening"),
+                ("000000001", "Fresh Market"),
+            ],
+        ),
         ("00001.tar", vec![("000010000", "Film Club")]),
     ] {
         let mut b = tar::Builder::new(std::fs::File::create(input.join(shard)).unwrap());
@@ -240,11 +333,17 @@ fn webdataset_shards_as_input() {
         for (key, text) in &samples {
             let words: Vec<&str> = text.split(' ').collect();
             add(format!("{key}.jpg"), &jpeg_bytes(&poster(&words, 512, 512)));
-            add(format!("{key}.txt"), format!("poster saying {text}").as_bytes());
+            add(
+                format!("{key}.txt"),
+                format!("poster saying {text}").as_bytes(),
+            );
             add(format!("{key}.json"), format!(r#"{{"key": "{key}", "url": "http://example.com/{key}.jpg", "caption": "ignored, the txt wins"}}"#).as_bytes());
         }
         if shard == "00001.tar" {
-            add("000010001.json".into(), br#"{"status": "failed_to_download"}"#);
+            add(
+                "000010001.json".into(),
+                br#"{"status": "failed_to_download"}"#,
+            );
         }
         b.finish().unwrap();
     }
@@ -254,12 +353,18 @@ fn webdataset_shards_as_input() {
     assert_eq!(report.inputs, 4, "{report:?}");
     assert_eq!(report.stats.kept, 3, "{report:?}");
     let index = index_by_source(&out);
-    assert_eq!(index["00000.tar/000000001"]["caption"], "poster saying Fresh Market");
+    assert_eq!(
+        index["00000.tar/000000001"]["caption"],
+        "poster saying Fresh Market"
+    );
     assert_eq!(index["00001.tar/000010001"]["kind"], "no_image");
     let members = tar_members(&out.join("00000.tar"));
     let json: Value = serde_json::from_slice(&members["000000002.json"]).unwrap();
     assert_eq!(json["source"], "00001.tar/000010000");
-    assert_eq!(json["source_json"]["url"], "http://example.com/000010000.jpg");
+    assert_eq!(
+        json["source_json"]["url"],
+        "http://example.com/000010000.jpg"
+    );
     // A single .tar file is WebDataset input too.
     let single = run(&config(&input.join("00001.tar"), &dir.join("out1")));
     assert_eq!((single.inputs, single.stats.kept), (2, 1));
@@ -299,13 +404,23 @@ fn bad_images_are_listed_in_errors_and_valid_odd_ones_processed() {
     w("animated.gif", b"GIF89a\x10\x00\x10\x00\x00\x00\x00;");
 
     // Valid images in unusual encodings are converted and processed.
-    let deep = image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(512, 512, |x, y| Luma([u16::from(text.get_pixel(x, y).0[0]) * 257]));
-    image::DynamicImage::ImageLuma16(deep).save(input.join("sixteen-bit.png")).unwrap();
+    let deep = image::ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(512, 512, |x, y| {
+        Luma([u16::from(text.get_pixel(x, y).0[0]) * 257])
+    });
+    image::DynamicImage::ImageLuma16(deep)
+        .save(input.join("sixteen-bit.png"))
+        .unwrap();
     // Black text on a transparent background: composited over white it reads.
-    let alpha = RgbaImage::from_fn(512, 512, |x, y| Rgba([0, 0, 0, 255 - text.get_pixel(x, y).0[0]]));
+    let alpha = RgbaImage::from_fn(512, 512, |x, y| {
+        Rgba([0, 0, 0, 255 - text.get_pixel(x, y).0[0]])
+    });
     alpha.save(input.join("alpha.png")).unwrap();
     let mut cmyk = Vec::new();
-    let cmyk_pixels: Vec<u8> = text.as_raw().iter().flat_map(|&v| [0, 0, 0, 255 - v]).collect();
+    let cmyk_pixels: Vec<u8> = text
+        .as_raw()
+        .iter()
+        .flat_map(|&v| [0, 0, 0, 255 - v])
+        .collect();
     jpeg_encoder::Encoder::new(&mut cmyk, 92)
         .encode(&cmyk_pixels, 512, 512, jpeg_encoder::ColorType::Cmyk)
         .unwrap();
@@ -321,14 +436,29 @@ fn bad_images_are_listed_in_errors_and_valid_odd_ones_processed() {
     for (name, v) in &errors {
         eprintln!("{name}: {} — {}", v["kind"], v["reason"]);
     }
-    let kind = |name: &str| errors.get(name).map(|v| v["kind"].as_str().unwrap().to_string());
+    let kind = |name: &str| {
+        errors
+            .get(name)
+            .map(|v| v["kind"].as_str().unwrap().to_string())
+    };
     assert_eq!(kind("empty.png").as_deref(), Some("empty_file"));
     assert_eq!(kind("notes.png").as_deref(), Some("not_an_image"));
-    assert!(matches!(kind("truncated.png").as_deref(), Some("truncated" | "decode")));
-    assert!(matches!(kind("truncated.jpg").as_deref(), Some("truncated" | "decode")));
+    assert!(matches!(
+        kind("truncated.png").as_deref(),
+        Some("truncated" | "decode")
+    ));
+    assert!(matches!(
+        kind("truncated.jpg").as_deref(),
+        Some("truncated" | "decode")
+    ));
     assert!(matches!(kind("corrupt.png").as_deref(), Some("decode")));
     assert_eq!(kind("bomb.png").as_deref(), Some("too_many_pixels"));
-    assert!(errors["bomb.png"]["reason"].as_str().unwrap().contains("100000x100000"));
+    assert!(
+        errors["bomb.png"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("100000x100000")
+    );
     assert_eq!(kind("animated.gif").as_deref(), Some("unsupported"));
     assert_eq!(errors.len(), 7, "{errors:?}");
 
@@ -345,7 +475,8 @@ fn bad_images_are_listed_in_errors_and_valid_odd_ones_processed() {
     assert_eq!(color(&key("sixteen-bit.png")), "L16");
     assert_eq!(color(&key("alpha.png")), "Rgba8");
     assert_eq!(color(&key("cmyk.jpg")), "Cmyk8");
-    let stats: Value = serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).unwrap()).unwrap();
+    let stats: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("stats.json")).unwrap()).unwrap();
     assert_eq!(stats["errors"], 7);
     assert_eq!(stats["kept"], 3);
 }
@@ -355,10 +486,18 @@ fn each_filter_rejects_and_is_counted() {
     let dir = scratch("filters");
     let input = dir.join("in");
     std::fs::create_dir_all(&input).unwrap();
-    let w = |name: &str, image: &GrayImage| std::fs::write(input.join(name), png_bytes(image)).unwrap();
+    let w =
+        |name: &str, image: &GrayImage| std::fs::write(input.join(name), png_bytes(image)).unwrap();
     w("keep.png", &poster(&["Grand", "Opening"], 512, 512));
     w("small.png", &poster(&["Grand", "Opening"], 300, 200));
-    w("wordy.png", &poster(&["one two three", "four five six", "seven eight nine"], 512, 512));
+    w(
+        "wordy.png",
+        &poster(
+            &["one two three", "four five six", "seven eight nine"],
+            512,
+            512,
+        ),
+    );
     w("blank.png", &GrayImage::from_pixel(512, 512, Luma([255])));
     // Two small words in a corner of a large page.
     let mut sparse = GrayImage::from_pixel(1024, 1024, Luma([255]));
@@ -372,7 +511,10 @@ fn each_filter_rejects_and_is_counted() {
     let index = index_by_source(&out);
     let status = |n: &str| {
         let v = &index[n];
-        v["filter"].as_str().unwrap_or(v["status"].as_str().unwrap()).to_string()
+        v["filter"]
+            .as_str()
+            .unwrap_or(v["status"].as_str().unwrap())
+            .to_string()
     };
     assert_eq!(status("keep.png"), "kept");
     assert_eq!(status("small.png"), "short_side");
@@ -381,14 +523,25 @@ fn each_filter_rejects_and_is_counted() {
     assert_eq!(status("sparse.png"), "text_area");
     assert_eq!(status("caption.png"), "caption");
     let r = &report.stats.rejected;
-    assert_eq!((r["short_side"], r["word_count"], r["text_area"], r["caption"]), (1, 2, 1, 1));
+    assert_eq!(
+        (
+            r["short_side"],
+            r["word_count"],
+            r["text_area"],
+            r["caption"]
+        ),
+        (1, 2, 1, 1)
+    );
 
     // Confidence: a threshold above anything tesseract reports rejects the poster; with the
     // filters off everything with any word is kept.
     let mut c = config(&input, &dir.join("strict"));
     c.filters.min_mean_confidence = 99.99;
     let strict = run(&c);
-    assert_eq!(strict.stats.rejected["confidence"], 2, "keep.png and the sparse one");
+    assert_eq!(
+        strict.stats.rejected["confidence"], 2,
+        "keep.png and the sparse one"
+    );
     let mut c = config(&input, &dir.join("loose"));
     c.filters = letterpress_ocr::dataset::Filters {
         min_side: 0,
@@ -401,14 +554,23 @@ fn each_filter_rejects_and_is_counted() {
     assert_eq!(run(&c).stats.kept, 6);
 
     // Resizing to 512 on the short side: boxes are in the resized image's pixels.
-    let mut c = config(&input.join("sparse.png").with_file_name("keep.png"), &dir.join("x"));
+    let mut c = config(
+        &input.join("sparse.png").with_file_name("keep.png"),
+        &dir.join("x"),
+    );
     c.input = input.clone();
     c.output = dir.join("resized");
     c.resize = Some(256);
     c.filters.min_side = 0;
     run(&c);
     let members = tar_members(&dir.join("resized/00000.tar"));
-    let keep = index_by_source(&dir.join("resized"))["keep.png"]["key"].as_str().unwrap().to_string();
+    let keep = index_by_source(&dir.join("resized"))["keep.png"]["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let v: Value = serde_json::from_slice(&members[&format!("{keep}.json")]).unwrap();
-    assert_eq!((v["width"].as_u64(), v["original_width"].as_u64()), (Some(256), Some(512)));
+    assert_eq!(
+        (v["width"].as_u64(), v["original_width"].as_u64()),
+        (Some(256), Some(512))
+    );
 }

@@ -185,14 +185,25 @@ mod tests {
             f.check_text(p, &Filters::measure(p, caption))
                 .map_err(|r| r.filter)
         };
-        let good = page(&[("Summer", [0, 0, 50, 20], 90.0), ("Sale", [0, 30, 40, 50], 80.0)]);
+        let good = page(&[
+            ("Summer", [0, 0, 50, 20], 90.0),
+            ("Sale", [0, 30, 40, 50], 80.0),
+        ]);
         assert_eq!(check(&good, None), Ok(()));
         assert_eq!(check(&good, Some("a summer sale poster")), Ok(()));
         assert_eq!(check(&good, Some("a poster")), Err("caption"));
         assert_eq!(check(&page(&[]), None), Err("word_count"));
-        let nine: Vec<_> = (0..9).map(|i| ("w", [0, i * 10, 100, i * 10 + 9], 90.0)).collect();
+        let nine: Vec<_> = (0..9)
+            .map(|i| ("w", [0, i * 10, 100, i * 10 + 9], 90.0))
+            .collect();
         assert_eq!(check(&page(&nine), None), Err("word_count"));
-        assert_eq!(check(&page(&[("tiny", [0, 0, 10, 10], 90.0)]), None), Err("text_area"));
-        assert_eq!(check(&page(&[("blur", [0, 0, 50, 50], 30.0)]), None), Err("confidence"));
+        assert_eq!(
+            check(&page(&[("tiny", [0, 0, 10, 10], 90.0)]), None),
+            Err("text_area")
+        );
+        assert_eq!(
+            check(&page(&[("blur", [0, 0, 50, 50], 30.0)]), None),
+            Err("confidence")
+        );
     }
 }

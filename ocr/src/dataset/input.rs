@@ -37,7 +37,11 @@ pub(crate) enum Location {
     /// A file; sidecar captions (`name.txt`, `name.json`) are looked up next to it.
     File(PathBuf),
     /// A member of a tar shard.
-    TarMember { tar: PathBuf, offset: u64, size: u64 },
+    TarMember {
+        tar: PathBuf,
+        offset: u64,
+        size: u64,
+    },
     /// A WebDataset sample without an image member; reported as an error.
     NoImage { members: Vec<String> },
 }

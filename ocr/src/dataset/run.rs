@@ -91,11 +91,7 @@ pub const RUN_FILE: &str = "run.json";
 
 fn key_for(index: usize, shard_size: usize) -> String {
     let digits = (shard_size.saturating_sub(1)).to_string().len();
-    format!(
-        "{:05}{:0digits$}",
-        index / shard_size,
-        index % shard_size
-    )
+    format!("{:05}{:0digits$}", index / shard_size, index % shard_size)
 }
 
 /// FNV-1a over the input sources: a stable fingerprint of the input order.
@@ -154,9 +150,14 @@ fn check_manifest(path: &Path, manifest: &Value) -> Result<(), DatasetError> {
 }
 
 /// Builds (or resumes building) a dataset.
-pub fn build(config: &BuildConfig, progress: &dyn BuildProgress) -> Result<BuildReport, DatasetError> {
+pub fn build(
+    config: &BuildConfig,
+    progress: &dyn BuildProgress,
+) -> Result<BuildReport, DatasetError> {
     if config.shard_size == 0 {
-        return Err(DatasetError::Config("--shard-size must be at least 1".into()));
+        return Err(DatasetError::Config(
+            "--shard-size must be at least 1".into(),
+        ));
     }
     if config.filters.min_words > config.filters.max_words {
         return Err(DatasetError::Config(format!(
@@ -224,7 +225,8 @@ pub fn build(config: &BuildConfig, progress: &dyn BuildProgress) -> Result<Build
     for s in 0..shards {
         let files = ShardFiles::new(out, s);
         stats.add(&shard::read_stats(&files)?);
-        errors.extend(std::fs::read(&files.errors).map_err(|e| DatasetError::io(&files.errors, e))?);
+        errors
+            .extend(std::fs::read(&files.errors).map_err(|e| DatasetError::io(&files.errors, e))?);
         if config.export_planner {
             let text = std::fs::read_to_string(&files.planner)
                 .map_err(|e| DatasetError::io(&files.planner, e))?;
@@ -340,7 +342,11 @@ fn collect(
                     )?)
                 }
             };
-            w.write(&key_for(index, config.shard_size), &inputs[index].source, outcome)?;
+            w.write(
+                &key_for(index, config.shard_size),
+                &inputs[index].source,
+                outcome,
+            )?;
             if w.is_full() {
                 writer.take().expect("just written").finish()?;
             }

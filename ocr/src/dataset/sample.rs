@@ -75,7 +75,10 @@ pub(crate) fn process(
         Err(ReadError::NoImage(members)) => {
             return error(
                 "no_image",
-                format!("the sample has no image member (members: {})", members.join(", ")),
+                format!(
+                    "the sample has no image member (members: {})",
+                    members.join(", ")
+                ),
             );
         }
     };

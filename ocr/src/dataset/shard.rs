@@ -105,7 +105,9 @@ fn create(path: &Path) -> Result<BufWriter<File>, DatasetError> {
 fn commit(mut w: BufWriter<File>, path: &Path) -> Result<(), DatasetError> {
     let tmp = partial(path);
     w.flush().map_err(|e| DatasetError::io(&tmp, e))?;
-    let file = w.into_inner().map_err(|e| DatasetError::io(&tmp, e.into_error()))?;
+    let file = w
+        .into_inner()
+        .map_err(|e| DatasetError::io(&tmp, e.into_error()))?;
     file.sync_all().map_err(|e| DatasetError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| DatasetError::io(path, e))
 }
