@@ -3,7 +3,9 @@
 mod bench;
 mod bench_unet;
 mod eval_cmd;
+mod generate_cmd;
 mod layout_cmd;
+mod png_meta;
 mod render_cmd;
 
 use anyhow::Result;
@@ -29,6 +31,10 @@ enum Command {
     /// Measure generated images: OCR legibility (MARIO-Eval metrics).
     #[command(subcommand)]
     Eval(eval_cmd::EvalCommand),
+    /// Generate images with a diffusion model, the text drawn from a layout.
+    Generate(generate_cmd::GenerateArgs),
+    /// Plan, render and generate a poster from one prompt.
+    Poster(generate_cmd::PosterArgs),
     /// Benchmarks that print a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -59,5 +65,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Render(args) => render_cmd::run(args),
         Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Generate(args) => generate_cmd::run_generate(args),
+        Command::Poster(args) => generate_cmd::run_poster(args),
     }
 }
