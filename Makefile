@@ -26,6 +26,7 @@ lint:
 fixtures:
 	@scripts/setup --oracle
 	.venv/bin/python tools/make_fixtures.py
+	.venv/bin/python tools/make_scheduler_fixtures.py
 
 bench: setup
 	$(CARGO) build --release --quiet

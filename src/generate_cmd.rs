@@ -58,7 +58,8 @@ pub struct ModelOptions {
     /// Classifier-free guidance scale (≤ 1 turns guidance off).
     #[arg(long, default_value_t = 7.5)]
     guidance: f64,
-    /// ddim, ddpm, euler, euler-a, dpm++2m, unipc or lcm. Default: the model's scheduler_config.json.
+    /// ddim, ddpm, euler, euler-a, dpm++2m, dpm++2m-karras, unipc or lcm. Default: the class in
+    /// the model's scheduler/scheduler_config.json.
     #[arg(long)]
     scheduler: Option<String>,
     /// Seed of the first image (image i uses seed + i). Default: random, and reported.
@@ -286,9 +287,8 @@ fn run_generation(
         .scheduler
         .as_deref()
         .map(|s| {
-            s.parse::<SchedulerKind>().map_err(|e| {
-                anyhow::anyhow!("--scheduler {s:?}: {e} (allowed: ddim, ddpm, euler, euler-a, dpm++2m, unipc, lcm)")
-            })
+            s.parse::<SchedulerKind>()
+                .map_err(|e| anyhow::anyhow!("--scheduler: {e}"))
         })
         .transpose()?;
     let seeds = letterpress_diffusion::pipelines::image_seeds(o.seed, o.n);

@@ -112,13 +112,13 @@ fn controlnet_generation_writes_images_mask_layout_and_metadata() {
         assert_eq!(meta["negative_prompt"], "blurry");
         assert_eq!(meta["seed"], seed);
         assert_eq!(meta["steps"], "2");
-        assert_eq!(meta["scheduler"], "ddim");
+        assert_eq!(meta["scheduler"], "DDIMScheduler");
         assert_eq!(meta["guidance_scale"], "7.5");
         assert_eq!(meta["model"], "sd1-controlnet");
         let layout: serde_json::Value = serde_json::from_str(&meta["layout"]).unwrap();
         assert_eq!(layout["lines"][0]["text"], "SALE");
         let params = &meta["parameters"];
-        assert!(params.starts_with("a poster that says SALE\nNegative prompt: blurry\nSteps: 2, Sampler: ddim, CFG scale: 7.5, Seed: "), "{params}");
+        assert!(params.starts_with("a poster that says SALE\nNegative prompt: blurry\nSteps: 2, Sampler: DDIMScheduler, CFG scale: 7.5, Seed: "), "{params}");
         assert!(params.contains("ControlNet: \"weight: 0.8"), "{params}");
     }
     assert_ne!(
@@ -305,7 +305,10 @@ fn bad_input_gets_clear_errors() {
         &with(&["--device", "tpu", "-o", o]),
         "allowed cpu, cuda, cuda:N",
     );
-    fails_with(&with(&["--scheduler", "plms", "-o", o]), "allowed: ddim");
+    fails_with(
+        &with(&["--scheduler", "plms", "-o", o]),
+        "expected one of ddim",
+    );
     fails_with(
         &with(&["--width", "260", "--height", "256", "-o", o]),
         "multiples of 8",

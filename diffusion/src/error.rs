@@ -74,9 +74,6 @@ pub enum Error {
     #[error("invalid request: {0}")]
     Request(String),
 
-    #[error("scheduler: {0}")]
-    Scheduler(String),
-
     /// The caller's cancel flag was set between steps.
     #[error("generation canceled")]
     Canceled,

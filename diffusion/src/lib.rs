@@ -37,6 +37,7 @@ mod weights;
 pub use clip::{ClipTextConfig, ClipTextModel};
 pub use controlnet::{ControlNetConfig, ControlNetModel};
 pub use error::{Error, Result};
+pub use schedulers::{NoiseSource, Scheduler, SchedulerKind, load_scheduler};
 pub use tokenizer::ClipTokenizer;
 pub use unet_2d::{
     ControlResiduals, PerBlock, PerBlockFlag, UNet2DConditionConfig, UNet2DConditionModel,

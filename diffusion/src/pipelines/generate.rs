@@ -32,9 +32,7 @@ struct InitLatents {
 /// The part of the schedule a generation runs: all of it, or for img2img/inpainting the last
 /// `int(steps * strength)` steps (diffusers' `get_timesteps`).
 fn schedule(scheduler: &mut dyn Scheduler, request: &GenerationRequest) -> Result<Vec<f64>> {
-    scheduler
-        .set_timesteps(request.steps)
-        .map_err(|e| Error::Scheduler(format!("{e:#}")))?;
+    scheduler.set_timesteps(request.steps)?;
     let all = scheduler.timesteps().to_vec();
     let Some(init) = &request.init else {
         return Ok(all);
@@ -118,8 +116,7 @@ impl StableDiffusion {
     ) -> Result<Generation> {
         check_request(self, request)?;
         let _no_grad = tch::no_grad_guard();
-        let mut scheduler = load_scheduler(&self.scheduler_config, request.scheduler)
-            .map_err(|e| Error::Scheduler(format!("{e:#}")))?;
+        let mut scheduler = load_scheduler(&self.scheduler_config, request.scheduler)?;
         let timesteps = schedule(scheduler.as_mut(), request)?;
         let seeds = image_seeds(request.seed, request.num_images);
         let guidance = request.guidance_scale > 1.0;

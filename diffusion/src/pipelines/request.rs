@@ -205,7 +205,7 @@ pub struct Generation {
     pub images: Vec<GeneratedImage>,
     /// The seed of each image (random ones included).
     pub seeds: Vec<u64>,
-    /// The scheduler that ran (`ddim`, `euler`, …).
+    /// The scheduler that ran, by its diffusers class name (`DDIMScheduler`, …).
     pub scheduler: &'static str,
     /// The timesteps actually run (img2img starts part-way).
     pub steps_run: usize,
