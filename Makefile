@@ -2,7 +2,7 @@
 # (idempotent; seconds when everything is already there).
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench bench-unet fixtures
+.PHONY: setup demo test lint bench bench-unet bench-pipeline fixtures
 
 setup:
 	@scripts/setup
@@ -27,6 +27,7 @@ fixtures:
 	@scripts/setup --oracle
 	.venv/bin/python tools/make_fixtures.py
 	.venv/bin/python tools/make_scheduler_fixtures.py
+	.venv/bin/python tools/make_pipeline_fixtures.py
 
 bench: setup
 	$(CARGO) build --release --quiet
@@ -38,3 +39,9 @@ bench-unet:
 	@scripts/setup --oracle
 	$(CARGO) build --release --quiet
 	target/release/letterpress bench unet
+
+# A whole ControlNet generation (20 DDIM steps, 256x256, SD 1.5 configurations) against diffusers.
+bench-pipeline:
+	@scripts/setup --oracle
+	$(CARGO) build --release --quiet
+	target/release/letterpress bench pipeline

@@ -156,7 +156,7 @@ pub struct PosterArgs {
     output: PathBuf,
 }
 
-fn parse_device(s: &str) -> Result<Device> {
+pub(crate) fn parse_device(s: &str) -> Result<Device> {
     let device = match s {
         "cpu" => Device::Cpu,
         "cuda" => Device::Cuda(0),

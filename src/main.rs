@@ -1,6 +1,7 @@
 //! `letterpress`: the command-line front end. It parses arguments and calls the library crates.
 
 mod bench;
+mod bench_pipeline;
 mod bench_unet;
 mod eval_cmd;
 mod generate_cmd;

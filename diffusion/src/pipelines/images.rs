@@ -115,7 +115,7 @@ mod tests {
         let img = RgbImage::from_fn(4, 3, |x, y| image::Rgb([x as u8 * 60, y as u8 * 100, 7]));
         let t = rgb_to_tensor(&img, 4, 3);
         assert_eq!(t.size(), [1, 3, 3, 4]);
-        assert!((t.max().double_value(&[]) - (180.0 / 255.0 * 2.0 - 1.0)).abs() < 1e-6);
+        assert!((t.max().double_value(&[]) - (200.0 / 255.0 * 2.0 - 1.0)).abs() < 1e-6);
         let back = tensor_to_rgb8(&((t.get(0) + 1.0) / 2.0)).unwrap();
         assert_eq!(back, img);
     }
