@@ -27,6 +27,7 @@ fixtures:
 	@scripts/setup --oracle
 	.venv/bin/python tools/make_fixtures.py
 	.venv/bin/python tools/make_scheduler_fixtures.py
+	.venv/bin/python tools/make_single_file_fixtures.py
 	.venv/bin/python tools/make_pipeline_fixtures.py
 
 bench: setup

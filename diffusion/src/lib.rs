@@ -28,6 +28,7 @@ mod layers;
 pub mod pipelines;
 mod resnet;
 pub mod schedulers;
+mod single_file;
 mod tokenizer;
 mod unet_2d;
 mod unet_2d_blocks;
@@ -38,6 +39,10 @@ pub use clip::{ClipTextConfig, ClipTextModel};
 pub use controlnet::{ControlNetConfig, ControlNetModel};
 pub use error::{Error, Result};
 pub use schedulers::{NoiseSource, Scheduler, SchedulerKind, load_scheduler};
+pub use single_file::{
+    SdVersion, SingleFile, SingleFileOptions, StableDiffusionModels, load_controlnet,
+    load_stable_diffusion,
+};
 pub use tokenizer::ClipTokenizer;
 pub use unet_2d::{
     ControlResiduals, PerBlock, PerBlockFlag, UNet2DConditionConfig, UNet2DConditionModel,

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 
 use letterpress_diffusion::schedulers::{
-    NoiseSource, Scheduler, SchedulerConfig, SchedulerKind, build_scheduler,
+    GlobalNoise, NoiseSource, Scheduler, SchedulerConfig, SchedulerKind, build_scheduler,
 };
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -17,7 +17,15 @@ use tch::{Device, Kind, Tensor};
 const STEP_TOLERANCE: f64 = 1e-5;
 
 /// Schedulers implemented so far (the fixtures cover all of diffusers' ones we port).
-const IMPLEMENTED_KINDS: &[SchedulerKind] = &[SchedulerKind::Ddim];
+const IMPLEMENTED_KINDS: &[SchedulerKind] = &[
+    SchedulerKind::Ddim,
+    SchedulerKind::Ddpm,
+    SchedulerKind::Euler,
+    SchedulerKind::EulerAncestral,
+    SchedulerKind::DpmSolverMultistep { karras: false },
+    SchedulerKind::UniPc,
+    SchedulerKind::Lcm,
+];
 fn implemented(scheduler: &Value, class: &str) -> bool {
     let kind = match scheduler.as_str() {
         Some(name) => name.parse().expect("scheduler name"),
@@ -221,6 +229,34 @@ fn trajectories_match_diffusers() {
     }
 }
 
+/// The fixtures drew the stochastic schedulers' noise from `torch.Generator().manual_seed(2000 +
+/// case index)`; libtorch's global generator seeded the same way must give the same draws, so a
+/// pipeline that seeds it reproduces diffusers' images.
+#[test]
+fn global_noise_reproduces_diffusers_draws() {
+    let cases = read_json("cases.json");
+    let tensors: HashMap<String, Tensor> =
+        Tensor::read_safetensors(fixtures().join("trajectories.safetensors"))
+            .expect("trajectories.safetensors")
+            .into_iter()
+            .collect();
+    let mut checked = 0;
+    for (index, case) in cases.as_array().expect("cases").iter().enumerate() {
+        let name = case["name"].as_str().expect("name");
+        let Some(draws) = tensors.get(&format!("{name}.noise")) else {
+            continue;
+        };
+        tch::manual_seed(2000 + index as i64);
+        let mut noise = GlobalNoise;
+        for (i, draw) in draws.unbind(0).iter().enumerate() {
+            let ours = noise.randn(&draw.size(), Kind::Float, Device::Cpu);
+            assert_eq!(max_err(&ours, draw), 0.0, "{name}: draw {i}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5, "only {checked} stochastic cases");
+}
+
 #[test]
 fn timesteps_and_sigmas_match_diffusers() {
     let record = read_json("timesteps.json");
@@ -284,4 +320,27 @@ fn bad_step_counts_and_names_are_errors() {
         let kind: SchedulerKind = name.parse().expect("CLI name");
         assert_eq!(kind.to_string(), name);
     }
+}
+
+#[test]
+fn load_scheduler_reads_the_folder_config_and_name_overrides() {
+    use letterpress_diffusion::load_scheduler;
+    let path = common::fixtures().join("sd2/scheduler/scheduler_config.json");
+    let s = load_scheduler(&path, None).expect("load");
+    assert_eq!(s.name(), "DDIMScheduler");
+    let mut s = load_scheduler(&path, Some("dpm++2m-karras".parse().expect("name"))).expect("load");
+    assert_eq!(s.name(), "DPMSolverMultistepScheduler");
+    s.set_timesteps(10).expect("steps");
+    assert_eq!(s.timesteps().len(), 10);
+    // An unimplemented class (PNDM, SD 1.5's default) falls back to DDIM with its betas.
+    let record = read_json("timesteps.json");
+    let pndm: SchedulerConfig =
+        serde_json::from_value(record["bases"]["sd15"].clone()).expect("sd15 config");
+    assert_eq!(pndm.class_name.as_deref(), Some("PNDMScheduler"));
+    assert_eq!(
+        build_scheduler(&pndm, None).expect("fallback").name(),
+        "DDIMScheduler"
+    );
+    let missing = load_scheduler(&common::fixtures().join("nope.json"), None).expect_err("missing");
+    assert!(missing.to_string().contains("nope.json"), "{missing}");
 }

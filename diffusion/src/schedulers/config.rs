@@ -307,6 +307,12 @@ pub(crate) fn np_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     out
 }
 
+/// numpy's `np.linspace(start, stop, num, endpoint=False)`.
+pub(crate) fn np_linspace_open(start: f64, stop: f64, num: usize) -> Vec<f64> {
+    let step = (stop - start) / num as f64;
+    (0..num).map(|i| i as f64 * step + start).collect()
+}
+
 /// The integer timesteps of DDIM, DDPM and (for `leading`) the Euler family, descending.
 /// `round` is numpy's round-half-to-even.
 pub(crate) fn discrete_timesteps(c: &Common, steps: usize) -> Vec<f64> {

@@ -9,6 +9,13 @@
 
 mod config;
 mod ddim;
+mod ddpm;
+mod dpm_solver_multistep;
+mod euler;
+mod euler_ancestral;
+mod lcm;
+mod sigmas;
+mod unipc;
 
 use std::fmt;
 use std::path::Path;
@@ -20,6 +27,12 @@ use crate::error::{Error, Result, config_err};
 
 pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing};
 pub use ddim::DdimScheduler;
+pub use ddpm::DdpmScheduler;
+pub use dpm_solver_multistep::DpmSolverMultistepScheduler;
+pub use euler::EulerDiscreteScheduler;
+pub use euler_ancestral::EulerAncestralDiscreteScheduler;
+pub use lcm::LcmScheduler;
+pub use unipc::UniPcMultistepScheduler;
 
 /// Where a stochastic scheduler's noise comes from. A pipeline that seeds torch's CPU generator
 /// and draws `randn(shape)` here reproduces diffusers' result for the same seed.
@@ -41,7 +54,7 @@ impl NoiseSource for GlobalNoise {
 /// One denoising loop's scheduler, as diffusers' `SchedulerMixin`: call
 /// [`set_timesteps`](Scheduler::set_timesteps), then for each of [`timesteps`](Scheduler::timesteps)
 /// `scale_model_input` → model → `step`.
-pub trait Scheduler: Send {
+pub trait Scheduler: Send + std::fmt::Debug {
     /// Fixes the inference timesteps; errors for 0 steps or more than the schedule allows.
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()>;
     /// diffusers' `scheduler.timesteps`, in order (integers for the discrete-time schedulers,
@@ -195,12 +208,18 @@ pub fn build_scheduler(
     };
     Ok(match kind {
         SchedulerKind::Ddim => Box::new(DdimScheduler::new(config)?),
-        other => {
-            return Err(config_err(
-                "scheduler",
-                format!("{other} is not implemented yet"),
-            ));
+        SchedulerKind::Ddpm => Box::new(DdpmScheduler::new(config)?),
+        SchedulerKind::Euler => Box::new(EulerDiscreteScheduler::new(config)?),
+        SchedulerKind::EulerAncestral => Box::new(EulerAncestralDiscreteScheduler::new(config)?),
+        SchedulerKind::DpmSolverMultistep { karras } => {
+            let mut config = config.clone();
+            if karras {
+                config.use_karras_sigmas = Some(true);
+            }
+            Box::new(DpmSolverMultistepScheduler::new(&config)?)
         }
+        SchedulerKind::UniPc => Box::new(UniPcMultistepScheduler::new(config)?),
+        SchedulerKind::Lcm => Box::new(LcmScheduler::new(config)?),
     })
 }
 
@@ -216,4 +235,22 @@ pub(crate) fn check_steps(name: &'static str, steps: usize, max: usize) -> Resul
         ));
     }
     Ok(())
+}
+
+/// Index of `timestep` in `timesteps` as diffusers' `index_for_timestep` picks it: the second
+/// match when there are two (so img2img starting mid-schedule does not skip a σ).
+pub(crate) fn index_for_timestep(timesteps: &[f64], timestep: f64) -> Option<usize> {
+    let mut matches = timesteps
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| **t == timestep)
+        .map(|(i, _)| i);
+    let first = matches.next()?;
+    Some(matches.next().unwrap_or(first))
+}
+
+/// A scalar op through libtorch on a 0-dim float32 tensor, so transcendental functions
+/// (log, exp, expm1) round exactly as diffusers' 0-dim tensor arithmetic does.
+pub(crate) fn torch_f32(x: f32, op: impl Fn(&Tensor) -> Tensor) -> f32 {
+    op(&Tensor::from(x)).double_value(&[]) as f32
 }
