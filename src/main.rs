@@ -2,10 +2,13 @@
 
 mod bench;
 mod bench_ocr;
+mod bench_pipeline;
 mod bench_unet;
 mod dataset_cmd;
 mod eval_cmd;
+mod generate_cmd;
 mod layout_cmd;
+mod png_meta;
 mod render_cmd;
 
 use anyhow::Result;
@@ -34,15 +37,32 @@ enum Command {
     /// Build training data: OCR images into WebDataset shards.
     #[command(subcommand)]
     Dataset(dataset_cmd::DatasetCommand),
+    /// Generate images with a diffusion model, the text drawn from a layout.
+    Generate(generate_cmd::GenerateArgs),
+    /// Plan, render and generate a poster from one prompt.
+    Poster(generate_cmd::PosterArgs),
     /// Benchmarks that print a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }
 
+/// Commands whose work is libtorch's: its intra-op parallelism is OpenMP, which
+/// `OMP_THREAD_LIMIT=1` (meant for tesseract) would make single-threaded.
+fn runs_torch(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Generate(_)
+            | Command::Poster(_)
+            | Command::Bench(bench::BenchCommand::Unet(_) | bench::BenchCommand::Pipeline(_))
+    )
+}
+
 fn main() {
-    if std::env::var_os("OMP_THREAD_LIMIT").is_none() {
+    let cli = Cli::parse();
+    if std::env::var_os("OMP_THREAD_LIMIT").is_none() && !runs_torch(&cli.command) {
         // Tesseract's OpenMP threads fight our own workers for the cores (DESIGN.md); one
-        // thread per engine is faster in bulk. SAFETY: no other thread exists yet.
+        // thread per engine is faster in bulk. SAFETY: no other thread exists yet (parsing
+        // the arguments starts none).
         unsafe { std::env::set_var("OMP_THREAD_LIMIT", "1") };
     }
     tracing_subscriber::fmt()
@@ -52,7 +72,7 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = run(Cli::parse()) {
+    if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -65,5 +85,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Dataset(cmd) => dataset_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Generate(args) => generate_cmd::run_generate(args),
+        Command::Poster(args) => generate_cmd::run_poster(args),
     }
 }
