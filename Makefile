@@ -33,6 +33,7 @@ bench: setup
 	$(CARGO) build --release --quiet
 	target/release/letterpress bench render
 	target/release/letterpress bench layout
+	target/release/letterpress bench ocr
 
 # ControlNet + UNet forward (SD 1.5 configuration, random weights) against diffusers.
 bench-unet:

@@ -29,6 +29,9 @@ pub enum BenchCommand {
     /// One ControlNet + UNet forward (SD 1.5 configuration) against diffusers
     /// (tools/bench_unet_diffusers.py).
     Unet(crate::bench_unet::UnetBenchArgs),
+    /// Images per second through `dataset build` against pytesseract
+    /// (tools/bench_ocr_pytesseract.py).
+    Ocr(crate::bench_ocr::OcrBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -36,6 +39,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Render { n, python } => bench_render(n, python),
         BenchCommand::Layout { n } => bench_layout(n),
         BenchCommand::Unet(args) => crate::bench_unet::run(args),
+        BenchCommand::Ocr(args) => crate::bench_ocr::run(args),
     }
 }
 

@@ -1,7 +1,9 @@
 //! `letterpress`: the command-line front end. It parses arguments and calls the library crates.
 
 mod bench;
+mod bench_ocr;
 mod bench_unet;
+mod dataset_cmd;
 mod eval_cmd;
 mod layout_cmd;
 mod render_cmd;
@@ -29,6 +31,9 @@ enum Command {
     /// Measure generated images: OCR legibility (MARIO-Eval metrics).
     #[command(subcommand)]
     Eval(eval_cmd::EvalCommand),
+    /// Build training data: OCR images into WebDataset shards.
+    #[command(subcommand)]
+    Dataset(dataset_cmd::DatasetCommand),
     /// Benchmarks that print a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -58,6 +63,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Layout(args) => layout_cmd::run(args),
         Command::Render(args) => render_cmd::run(args),
         Command::Eval(cmd) => eval_cmd::run(cmd),
+        Command::Dataset(cmd) => dataset_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -14,3 +14,52 @@ pub enum OcrError {
     #[error("image {width}x{height} is too large or empty for OCR")]
     ImageSize { width: u32, height: u32 },
 }
+
+/// Errors that stop a dataset build. Problems with single images are not errors of the build:
+/// they are written to `errors.jsonl`.
+#[derive(Debug, Error)]
+pub enum DatasetError {
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("{path}: not a readable WebDataset tar shard: {message}")]
+    BadShard {
+        path: std::path::PathBuf,
+        message: String,
+    },
+
+    #[error("{path}: unreadable output of an earlier run: {message}")]
+    BadOutput {
+        path: std::path::PathBuf,
+        message: String,
+    },
+
+    #[error(
+        "{path} belongs to a run with other settings or inputs (differing: {fields}); resume with the same options or use a new output folder"
+    )]
+    DifferentRun {
+        path: std::path::PathBuf,
+        fields: String,
+    },
+
+    #[error("{0}")]
+    Config(String),
+
+    #[error(transparent)]
+    Ocr(#[from] OcrError),
+
+    #[error("glyph renderer: {0}")]
+    Render(#[from] letterpress_render::RenderError),
+}
+
+impl DatasetError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        DatasetError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! OCR tooling for Letterpress: tesseract in-process (no subprocess per image), words, lines
 //! merged as TextDiffuser-2 merges them, character boxes, and the MARIO-Eval legibility
-//! metrics.
+//! metrics, and the dataset builder (`dataset`).
 //!
 //! ```no_run
 //! use letterpress_ocr::{OcrConfig, OcrEngine};
@@ -13,6 +13,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod dataset;
 mod engine;
 mod error;
 mod hocr;
@@ -20,6 +21,6 @@ mod lines;
 mod metrics;
 
 pub use engine::{OcrChar, OcrConfig, OcrEngine, OcrPage, OcrWord, tesseract_version};
-pub use error::OcrError;
+pub use error::{DatasetError, OcrError};
 pub use lines::{OcrLine, merge_lines};
 pub use metrics::{ImageScore, Summary, normalize_words, score_image, summarize};

@@ -1,0 +1,19 @@
+//! The dataset builder behind `letterpress dataset build`: images (a folder with sidecar
+//! captions, a file list, or WebDataset shards) → OCR → MARIO-10M filters → WebDataset shards
+//! with the original image, a JSON record (words, lines, characters, the TextDiffuser-2
+//! layout string) and the glyph mask re-rendered from the OCR'd lines; per shard an index, an
+//! error list and stats; optionally planner fine-tuning conversations. Killed at any moment,
+//! a rerun completes it with every input exactly once (see `run`).
+
+mod decode;
+mod filters;
+mod input;
+mod run;
+mod sample;
+mod shard;
+
+pub use decode::DecodeLimits;
+pub use filters::{FILTER_NAMES, Filters};
+pub use input::{InputKind, detect_kind};
+pub use run::{BuildConfig, BuildProgress, BuildReport, NoProgress, RUN_FILE, build};
+pub use shard::Stats;

@@ -1,0 +1,377 @@
+//! The build: enumerate inputs, assign them to shards, process the shards not yet complete on
+//! worker threads (one tesseract engine each), write shards in input order, merge the
+//! per-shard errors, stats and planner data.
+//!
+//! Resuming: input `i` (in the deterministic input order) always belongs to shard
+//! `i / shard_size`, and a shard becomes visible only when complete, so a rerun after a kill
+//! redoes exactly the incomplete shards and every input ends up exactly once in the output.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use letterpress_render::{MissingGlyph, RenderOptions, Renderer};
+use serde_json::{Value, json};
+
+use super::decode::DecodeLimits;
+use super::filters::Filters;
+use super::input::{self, Input, InputKind};
+use super::sample::{self, Outcome, SampleContext};
+use super::shard::{self, ShardFiles, ShardWriter, Stats};
+use crate::{DatasetError, OcrConfig, OcrEngine, tesseract_version};
+
+/// Settings of a dataset build.
+#[derive(Debug, Clone)]
+pub struct BuildConfig {
+    /// Folder of images, file list, or WebDataset `.tar` shard(s).
+    pub input: PathBuf,
+    /// Output folder (created when missing).
+    pub output: PathBuf,
+    /// Inputs per output shard. Default 10,000 (img2dataset's default).
+    pub shard_size: usize,
+    /// Worker threads. Default 0: one per core.
+    pub jobs: usize,
+    pub limits: DecodeLimits,
+    /// Resize so the short side has this many pixels before OCR. Default none.
+    pub resize: Option<u32>,
+    pub filters: Filters,
+    /// OCR settings; `min_confidence` drops low-confidence words before filtering.
+    pub ocr: OcrConfig,
+    /// Also write planner fine-tuning data (`planner.json`, FastChat conversations).
+    pub export_planner: bool,
+}
+
+impl BuildConfig {
+    pub fn new(input: impl Into<PathBuf>, output: impl Into<PathBuf>) -> Self {
+        BuildConfig {
+            input: input.into(),
+            output: output.into(),
+            shard_size: 10_000,
+            jobs: 0,
+            limits: DecodeLimits::default(),
+            resize: None,
+            filters: Filters::default(),
+            ocr: OcrConfig {
+                // Tesseract's sparse-text mode reports many low-confidence specks on photos.
+                min_confidence: 30.0,
+                ..OcrConfig::default()
+            },
+            export_planner: false,
+        }
+    }
+}
+
+/// Receives progress from a build (the CLI draws a bar).
+pub trait BuildProgress: Sync {
+    /// `to_do` inputs will be processed now; `done_before` were in shards completed earlier.
+    fn start(&self, _to_do: u64, _done_before: u64) {}
+    /// One more input processed.
+    fn advance(&self) {}
+}
+
+/// No progress output.
+pub struct NoProgress;
+impl BuildProgress for NoProgress {}
+
+/// What a build did.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub input_kind: InputKind,
+    pub inputs: usize,
+    pub shards: usize,
+    /// Shards found complete from an earlier run and skipped.
+    pub shards_resumed: usize,
+    pub stats: Stats,
+}
+
+/// Name of the run manifest: the settings and input fingerprint a resumed run must match.
+pub const RUN_FILE: &str = "run.json";
+
+fn key_for(index: usize, shard_size: usize) -> String {
+    let digits = (shard_size.saturating_sub(1)).to_string().len();
+    format!("{:05}{:0digits$}", index / shard_size, index % shard_size)
+}
+
+/// FNV-1a over the input sources: a stable fingerprint of the input order.
+fn fingerprint(inputs: &[Input]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for input in inputs {
+        for b in input.source.bytes().chain([0]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+fn ocr_meta(config: &OcrConfig) -> Value {
+    json!({
+        "engine": "tesseract",
+        "version": tesseract_version(),
+        "languages": config.languages,
+        "psm": config.psm,
+        "word_min_confidence": config.min_confidence,
+    })
+}
+
+/// Writes the run manifest, or checks that an existing one matches: resuming with other
+/// settings or other inputs would mix two datasets.
+fn check_manifest(path: &Path, manifest: &Value) -> Result<(), DatasetError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let old: Value = serde_json::from_str(&text).map_err(|e| DatasetError::BadOutput {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            let differing: Vec<String> = manifest
+                .as_object()
+                .expect("manifest is an object")
+                .iter()
+                .filter(|(k, v)| old.get(k.as_str()) != Some(v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if differing.is_empty() {
+                Ok(())
+            } else {
+                Err(DatasetError::DifferentRun {
+                    path: path.to_path_buf(),
+                    fields: differing.join(", "),
+                })
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => shard::write_atomic(
+            path,
+            &serde_json::to_vec_pretty(manifest).expect("manifest serialises"),
+        ),
+        Err(e) => Err(DatasetError::io(path, e)),
+    }
+}
+
+/// Builds (or resumes building) a dataset.
+pub fn build(
+    config: &BuildConfig,
+    progress: &dyn BuildProgress,
+) -> Result<BuildReport, DatasetError> {
+    if config.shard_size == 0 {
+        return Err(DatasetError::Config(
+            "--shard-size must be at least 1".into(),
+        ));
+    }
+    if config.filters.min_words > config.filters.max_words {
+        return Err(DatasetError::Config(format!(
+            "--min-words {} is more than --max-words {}",
+            config.filters.min_words, config.filters.max_words
+        )));
+    }
+    if config.resize == Some(0) {
+        return Err(DatasetError::Config("--resize must be at least 1".into()));
+    }
+    let kind = input::detect_kind(&config.input)?;
+    let inputs = input::enumerate(&config.input, kind)?;
+    std::fs::create_dir_all(&config.output).map_err(|e| DatasetError::io(&config.output, e))?;
+    let out = config.output.as_path();
+
+    let ocr = ocr_meta(&config.ocr);
+    let manifest = json!({
+        "letterpress_version": env!("CARGO_PKG_VERSION"),
+        "input": std::fs::canonicalize(&config.input).unwrap_or(config.input.clone()),
+        "input_kind": kind,
+        "inputs": inputs.len(),
+        "inputs_fingerprint": fingerprint(&inputs),
+        "shard_size": config.shard_size,
+        "limits": config.limits,
+        "resize_short_side": config.resize,
+        "filters": config.filters,
+        "ocr": ocr,
+        "export_planner": config.export_planner,
+    });
+    check_manifest(&out.join(RUN_FILE), &manifest)?;
+
+    let shards = inputs.len().div_ceil(config.shard_size);
+    let complete: Vec<bool> = (0..shards)
+        .map(|s| ShardFiles::new(out, s).is_complete())
+        .collect();
+    let work: Vec<usize> = (0..inputs.len())
+        .filter(|i| !complete[i / config.shard_size])
+        .collect();
+    let resumed = complete.iter().filter(|c| **c).count();
+    progress.start(work.len() as u64, (inputs.len() - work.len()) as u64);
+    if resumed > 0 {
+        tracing::info!("resuming: {resumed} of {shards} shards already complete");
+    }
+
+    if !work.is_empty() {
+        let renderer = Renderer::new(RenderOptions {
+            missing_glyph: MissingGlyph::Skip,
+            ..RenderOptions::default()
+        })?;
+        let cx = SampleContext {
+            limits: &config.limits,
+            resize: config.resize,
+            filters: &config.filters,
+            renderer: &renderer,
+            ocr_meta: &ocr,
+            export_planner: config.export_planner,
+        };
+        process_work(config, &inputs, &work, &cx, progress)?;
+    }
+
+    // Every shard is complete now: merge.
+    let mut stats = Stats::default();
+    let mut errors = Vec::new();
+    let mut planner = Vec::new();
+    for s in 0..shards {
+        let files = ShardFiles::new(out, s);
+        stats.add(&shard::read_stats(&files)?);
+        errors
+            .extend(std::fs::read(&files.errors).map_err(|e| DatasetError::io(&files.errors, e))?);
+        if config.export_planner {
+            let text = std::fs::read_to_string(&files.planner)
+                .map_err(|e| DatasetError::io(&files.planner, e))?;
+            planner.extend(text.lines().map(str::to_string));
+        }
+    }
+    shard::write_atomic(&out.join("errors.jsonl"), &errors)?;
+    if config.export_planner {
+        // FastChat reads one JSON array of conversations.
+        let mut bytes = Vec::new();
+        if planner.is_empty() {
+            bytes.extend(b"[]\n");
+        } else {
+            write!(bytes, "[\n{}\n]\n", planner.join(",\n")).expect("writing to memory");
+        }
+        shard::write_atomic(&out.join("planner.json"), &bytes)?;
+    }
+    let mut total = serde_json::to_value(&stats).expect("stats serialise");
+    total["inputs"] = json!(inputs.len());
+    total["shards"] = json!(shards);
+    shard::write_atomic(
+        &out.join("stats.json"),
+        &serde_json::to_vec_pretty(&total).expect("stats serialise"),
+    )?;
+    Ok(BuildReport {
+        input_kind: kind,
+        inputs: inputs.len(),
+        shards,
+        shards_resumed: resumed,
+        stats,
+    })
+}
+
+type Message = Result<(usize, Outcome), DatasetError>;
+
+/// Processes `work` (input indices of incomplete shards, ascending) and writes the shards.
+fn process_work(
+    config: &BuildConfig,
+    inputs: &[Input],
+    work: &[usize],
+    cx: &SampleContext,
+    progress: &dyn BuildProgress,
+) -> Result<(), DatasetError> {
+    let jobs = match config.jobs {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(work.len())
+    .max(1);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (tx, rx) = mpsc::sync_channel::<Message>(jobs * 4);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            let tx = tx.clone();
+            let (next, stop) = (&next, &stop);
+            scope.spawn(move || {
+                let mut engine = match OcrEngine::new(config.ocr.clone()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                while !stop.load(Ordering::Relaxed) {
+                    let pos = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&index) = work.get(pos) else { break };
+                    let key = key_for(index, config.shard_size);
+                    let outcome = sample::process(&inputs[index], &key, &mut engine, cx);
+                    if tx.send(Ok((pos, outcome))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let result = collect(config, inputs, work, rx, progress);
+        if result.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        result
+    })
+}
+
+/// Writes outcomes in work order (so shards are byte-for-byte reproducible), opening and
+/// finishing shards as their inputs arrive.
+fn collect(
+    config: &BuildConfig,
+    inputs: &[Input],
+    work: &[usize],
+    rx: mpsc::Receiver<Message>,
+    progress: &dyn BuildProgress,
+) -> Result<(), DatasetError> {
+    let mut pending: BTreeMap<usize, Outcome> = BTreeMap::new();
+    let mut next = 0;
+    let mut writer: Option<ShardWriter> = None;
+    for message in rx {
+        let (pos, outcome) = message?;
+        pending.insert(pos, outcome);
+        while let Some(outcome) = pending.remove(&next) {
+            let index = work[next];
+            let shard = index / config.shard_size;
+            let w = match &mut writer {
+                Some(w) if w.shard == shard => w,
+                _ => {
+                    let start = shard * config.shard_size;
+                    let expected = (inputs.len() - start).min(config.shard_size) as u64;
+                    writer.insert(ShardWriter::create(
+                        &config.output,
+                        shard,
+                        expected,
+                        config.export_planner,
+                    )?)
+                }
+            };
+            w.write(
+                &key_for(index, config.shard_size),
+                &inputs[index].source,
+                outcome,
+            )?;
+            if w.is_full() {
+                writer.take().expect("just written").finish()?;
+            }
+            next += 1;
+            progress.advance();
+        }
+    }
+    if next < work.len() {
+        return Err(DatasetError::Config(format!(
+            "workers stopped after {next} of {} inputs",
+            work.len()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_shard_then_index_within_shard() {
+        assert_eq!(key_for(0, 10_000), "000000000");
+        assert_eq!(key_for(10_001, 10_000), "000010001");
+        assert_eq!(key_for(25, 20), "0000105");
+        assert_eq!(key_for(3, 1), "000030");
+    }
+}
