@@ -32,6 +32,9 @@ pub enum BenchCommand {
     /// Images per second through `dataset build` against pytesseract
     /// (tools/bench_ocr_pytesseract.py).
     Ocr(crate::bench_ocr::OcrBenchArgs),
+    /// A whole ControlNet generation (20 DDIM steps, 256×256, SD 1.5 configurations) against
+    /// diffusers' pipeline (tools/bench_pipeline_diffusers.py).
+    Pipeline(crate::bench_pipeline::PipelineBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -40,6 +43,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Layout { n } => bench_layout(n),
         BenchCommand::Unet(args) => crate::bench_unet::run(args),
         BenchCommand::Ocr(args) => crate::bench_ocr::run(args),
+        BenchCommand::Pipeline(args) => crate::bench_pipeline::run(args),
     }
 }
 

@@ -2,10 +2,13 @@
 
 mod bench;
 mod bench_ocr;
+mod bench_pipeline;
 mod bench_unet;
 mod dataset_cmd;
 mod eval_cmd;
+mod generate_cmd;
 mod layout_cmd;
+mod png_meta;
 mod render_cmd;
 
 use anyhow::Result;
@@ -34,6 +37,10 @@ enum Command {
     /// Build training data: OCR images into WebDataset shards.
     #[command(subcommand)]
     Dataset(dataset_cmd::DatasetCommand),
+    /// Generate images with a diffusion model, the text drawn from a layout.
+    Generate(generate_cmd::GenerateArgs),
+    /// Plan, render and generate a poster from one prompt.
+    Poster(generate_cmd::PosterArgs),
     /// Benchmarks that print a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -65,5 +72,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Dataset(cmd) => dataset_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Generate(args) => generate_cmd::run_generate(args),
+        Command::Poster(args) => generate_cmd::run_poster(args),
     }
 }

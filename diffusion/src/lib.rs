@@ -25,6 +25,7 @@ mod controlnet;
 mod embeddings;
 mod error;
 mod layers;
+pub mod pipelines;
 mod resnet;
 pub mod schedulers;
 mod single_file;
