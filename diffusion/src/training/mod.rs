@@ -8,6 +8,7 @@ mod init;
 mod lr_schedule;
 mod noise;
 mod step;
+mod trainer;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use ema::Ema;
@@ -15,3 +16,7 @@ pub use init::{controlnet_config_json, controlnet_from_unet, named_variables, sa
 pub use lr_schedule::LrSchedule;
 pub use noise::NoiseSchedule;
 pub use step::{StepModels, TrainBatch, diffusion_loss};
+pub use trainer::{
+    MixedPrecision, NoTrainProgress, TrainConfig, TrainProgress, TrainReport, TrainTarget,
+    TrainingData, TrainingSample, Validation, latest_checkpoint, train,
+};
