@@ -239,11 +239,11 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         data.len(),
         common.data.display()
     );
-    let bar = Bar(ProgressBar::new(config.max_steps).with_style(
-        ProgressStyle::with_template(
+    let bar = Bar(
+        ProgressBar::new(config.max_steps).with_style(ProgressStyle::with_template(
             "{bar:40} step {pos}/{len} {per_sec} eta {eta} {msg}",
-        )?,
-    ));
+        )?),
+    );
     let report = training::train(&config, &data, &bar)?;
     bar.0.finish_and_clear();
     let last = report.losses.last().copied().unwrap_or(f64::NAN);

@@ -8,7 +8,16 @@ use letterpress_ocr::dataset::read_samples;
 
 fn synth(out: &Path, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_letterpress"))
-        .args(["dataset", "synth", "--n", "7", "--shard-size", "4", "--seed", "11"])
+        .args([
+            "dataset",
+            "synth",
+            "--n",
+            "7",
+            "--shard-size",
+            "4",
+            "--seed",
+            "11",
+        ])
         .arg("-o")
         .arg(out)
         .args(extra)
@@ -26,11 +35,21 @@ fn tmp(name: &str) -> PathBuf {
 fn synth_writes_reproducible_resumable_shards_with_masks_and_captions() {
     let (a, b) = (tmp("a"), tmp("b"));
     let out = synth(&a, &["--jobs", "2"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("samples: 7, shards: 2"));
     let out = synth(&b, &["--jobs", "1"]);
     assert!(out.status.success());
-    for f in ["00000.tar", "00001.tar", "00000.jsonl", "00001_stats.json", "stats.json"] {
+    for f in [
+        "00000.tar",
+        "00001.tar",
+        "00000.jsonl",
+        "00001_stats.json",
+        "stats.json",
+    ] {
         assert_eq!(
             std::fs::read(a.join(f)).expect(f),
             std::fs::read(b.join(f)).expect(f),
@@ -43,7 +62,9 @@ fn synth_writes_reproducible_resumable_shards_with_masks_and_captions() {
     for s in &samples {
         let image = image::load_from_memory(&s.image).expect("image decodes");
         assert_eq!((image.width(), image.height()), (256, 256));
-        let mask = image::load_from_memory(&s.mask_png).expect("mask").to_luma8();
+        let mask = image::load_from_memory(&s.mask_png)
+            .expect("mask")
+            .to_luma8();
         assert_eq!(mask.dimensions(), (256, 256));
         assert!(mask.pixels().any(|p| p.0[0] > 200), "{}: empty mask", s.key);
         let caption = s.caption();

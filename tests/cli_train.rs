@@ -12,7 +12,10 @@ fn letterpress(args: &[&str]) -> Output {
 }
 
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("letterpress-cli-train-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "letterpress-cli-train-{name}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
@@ -38,19 +41,38 @@ fn ok(out: &Output) {
 fn train_controlnet_and_unet_on_synthetic_shards() {
     let data = tmp("data");
     let d = data.display().to_string();
-    ok(&letterpress(&["dataset", "synth", "--n", "4", "-o", &d, "--seed", "3"]));
+    ok(&letterpress(&[
+        "dataset", "synth", "--n", "4", "-o", &d, "--seed", "3",
+    ]));
 
     let out = tmp("controlnet");
     let o = out.display().to_string();
     let common = [
-        "--data", &d, "--out", &o, "--resolution", "64", "--batch-size", "2", "--max-steps",
-        "2", "--checkpoint-every", "1", "--learning-rate", "1e-3",
+        "--data",
+        &d,
+        "--out",
+        &o,
+        "--resolution",
+        "64",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "2",
+        "--checkpoint-every",
+        "1",
+        "--learning-rate",
+        "1e-3",
     ];
     let base = fixture("sd1-controlnet");
     let mut args = vec!["train", "controlnet", "--base", &base];
     args.extend(common);
     args.extend(["--validation-every", "2", "--conditioning-channels", "1"]);
-    args.extend(["--conditioning-embedding-channels", "4,4,8,8", "--ema-decay", "0.9"]);
+    args.extend([
+        "--conditioning-embedding-channels",
+        "4,4,8,8",
+        "--ema-decay",
+        "0.9",
+    ]);
     let run = letterpress(&args);
     ok(&run);
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -67,17 +89,32 @@ fn train_controlnet_and_unet_on_synthetic_shards() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("controlnet/config.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.join("controlnet/config.json")).unwrap())
+            .unwrap();
     assert_eq!(config["_class_name"], "ControlNetModel");
     assert_eq!(config["conditioning_channels"], 1);
     // The trained ControlNet drives generation.
     let image = tmp("gen").with_extension("png");
     ok(&letterpress(&[
-        "generate", "--model-dir", &base, "--controlnet", &format!("{o}/controlnet"),
-        "--prompt", "a poster",
-        "--layout", &format!("{}/examples/poster-layout.json", env!("CARGO_MANIFEST_DIR")),
-        "--width", "64", "--height", "64", "--steps", "2", "--seed", "1",
-        "-o", &image.display().to_string(),
+        "generate",
+        "--model-dir",
+        &base,
+        "--controlnet",
+        &format!("{o}/controlnet"),
+        "--prompt",
+        "a poster",
+        "--layout",
+        &format!("{}/examples/poster-layout.json", env!("CARGO_MANIFEST_DIR")),
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "2",
+        "--seed",
+        "1",
+        "-o",
+        &image.display().to_string(),
     ]));
 
     // Rerunning a finished run trains nothing more.
@@ -90,10 +127,25 @@ fn train_controlnet_and_unet_on_synthetic_shards() {
     let o = out.display().to_string();
     let base = fixture("td2");
     ok(&letterpress(&[
-        "train", "unet", "--base", &base, "--data", &d, "--out", &o, "--resolution", "64",
-        "--batch-size", "1", "--max-steps", "1",
+        "train",
+        "unet",
+        "--base",
+        &base,
+        "--data",
+        &d,
+        "--out",
+        &o,
+        "--resolution",
+        "64",
+        "--batch-size",
+        "1",
+        "--max-steps",
+        "1",
     ]));
-    for f in ["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors"] {
+    for f in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
 }
@@ -103,10 +155,20 @@ fn bad_input_gets_a_clear_error() {
     let base = fixture("sd1-controlnet");
     let out = tmp("bad").display().to_string();
     let run = letterpress(&[
-        "train", "controlnet", "--base", &base, "--data", "/nonexistent/shards", "--out", &out,
+        "train",
+        "controlnet",
+        "--base",
+        &base,
+        "--data",
+        "/nonexistent/shards",
+        "--out",
+        &out,
     ]);
     assert!(!run.status.success());
     let err = String::from_utf8_lossy(&run.stderr);
-    assert!(err.contains("reading shards from /nonexistent/shards"), "{err}");
+    assert!(
+        err.contains("reading shards from /nonexistent/shards"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }

@@ -63,8 +63,18 @@ fn controlnet_steps_equal_diffusers() {
     let mut cn = load::<ControlNetModel>(&sd1("controlnet"), &options).expect("controlnet");
     cn.var_store.unfreeze();
     // Frozen models have no trainable variables; the ControlNet's all are.
-    assert!(text.var_store.variables().values().all(|v| !v.requires_grad()));
-    assert!(unet.var_store.variables().values().all(|v| !v.requires_grad()));
+    assert!(
+        text.var_store
+            .variables()
+            .values()
+            .all(|v| !v.requires_grad())
+    );
+    assert!(
+        unet.var_store
+            .variables()
+            .values()
+            .all(|v| !v.requires_grad())
+    );
     assert!(cn.var_store.variables().values().all(Tensor::requires_grad));
 
     let schedule = schedule("epsilon");
@@ -82,7 +92,10 @@ fn controlnet_steps_equal_diffusers() {
         s["controlnet_params"].as_array().expect("names").len(),
         "every diffusers ControlNet parameter is one of ours"
     );
-    let shared = params.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+    let shared = params
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
     let mut opt = AdamW::new(shared, config).expect("optimizer");
     let losses = get(&refs, "controlnet.loss");
     let models = StepModels {
@@ -173,8 +186,7 @@ fn from_unet_copies_the_encoder_and_zeroes_the_zero_convolutions() {
             .get(name)
             .unwrap_or_else(|| panic!("diffusers' from_unet has {name}, ours does not"));
         assert_eq!(
-            mine.to_kind(Kind::Float)
-                .equal(reference),
+            mine.to_kind(Kind::Float).equal(reference),
             true,
             "{name} differs from diffusers' from_unet"
         );

@@ -68,8 +68,11 @@ fn tmp(name: &str) -> std::path::PathBuf {
 }
 
 fn weights(dir: &std::path::Path) -> Vec<(String, Tensor)> {
-    let mut v = Tensor::read_safetensors(dir.join("controlnet").join("diffusion_pytorch_model.safetensors"))
-        .expect("weights");
+    let mut v = Tensor::read_safetensors(
+        dir.join("controlnet")
+            .join("diffusion_pytorch_model.safetensors"),
+    )
+    .expect("weights");
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -97,7 +100,11 @@ fn stopped_and_resumed_equals_uninterrupted() {
     println!("stopped losses:       {:?}", part1.losses);
     println!("resumed losses:       {:?}", part2.losses);
     assert_eq!(&straight.losses[..3], &part1.losses[..]);
-    assert_eq!(&straight.losses[2..], &part2.losses[..], "steps 3–5 after resuming");
+    assert_eq!(
+        &straight.losses[2..],
+        &part2.losses[..],
+        "steps 3–5 after resuming"
+    );
     let (wa, wb) = (weights(&a), weights(&b));
     assert_eq!(wa.len(), wb.len());
     let mut worst: f64 = 0.0;
@@ -113,7 +120,11 @@ fn stopped_and_resumed_equals_uninterrupted() {
     load::<ControlNetModel>(&a.join("controlnet"), &options).expect("final model loads");
     load::<ControlNetModel>(&a.join("checkpoint-4").join("controlnet"), &options)
         .expect("checkpoint loads");
-    assert!(a.join("checkpoint-4").join("optimizer.safetensors").is_file());
+    assert!(
+        a.join("checkpoint-4")
+            .join("optimizer.safetensors")
+            .is_file()
+    );
 
     // A resume with other settings is refused.
     let mut other = config(&b);

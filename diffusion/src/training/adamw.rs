@@ -188,7 +188,10 @@ impl AdamW {
         let mut out = Vec::with_capacity(2 * self.slots.len());
         for s in &self.slots {
             out.push((format!("exp_avg.{}", s.name), s.exp_avg.shallow_clone()));
-            out.push((format!("exp_avg_sq.{}", s.name), s.exp_avg_sq.shallow_clone()));
+            out.push((
+                format!("exp_avg_sq.{}", s.name),
+                s.exp_avg_sq.shallow_clone(),
+            ));
         }
         out
     }
@@ -213,8 +216,10 @@ impl AdamW {
         };
         tch::no_grad(|| {
             for s in &mut self.slots {
-                for (prefix, dst) in [("exp_avg", &mut s.exp_avg), ("exp_avg_sq", &mut s.exp_avg_sq)]
-                {
+                for (prefix, dst) in [
+                    ("exp_avg", &mut s.exp_avg),
+                    ("exp_avg_sq", &mut s.exp_avg_sq),
+                ] {
                     let key = format!("{prefix}.{}", s.name);
                     let src = saved.get(&key).ok_or_else(|| missing(key.clone()))?;
                     if src.size() != dst.size() {

@@ -105,7 +105,15 @@ pub fn save_model_folder(
     let mut sorted: Vec<(String, Tensor)> = tch::no_grad(|| {
         tensors
             .iter()
-            .map(|(n, t)| Ok((n.clone(), t.f_detach()?.f_to_kind(Kind::Float)?.f_to_device(Device::Cpu)?.f_contiguous()?)))
+            .map(|(n, t)| {
+                Ok((
+                    n.clone(),
+                    t.f_detach()?
+                        .f_to_kind(Kind::Float)?
+                        .f_to_device(Device::Cpu)?
+                        .f_contiguous()?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()
     })?;
     sorted.sort_by(|a, b| a.0.cmp(&b.0));

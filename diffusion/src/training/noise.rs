@@ -39,8 +39,12 @@ impl NoiseSchedule {
     /// Uniform integer timesteps in `0..num_train_timesteps` from the global generator
     /// (diffusers' training scripts: `torch.randint(0, T, (bsz,))`).
     pub fn sample_timesteps(&self, batch: i64, device: Device) -> Tensor {
-        Tensor::randint(self.num_train_timesteps(), [batch], (Kind::Int64, Device::Cpu))
-            .to_device(device)
+        Tensor::randint(
+            self.num_train_timesteps(),
+            [batch],
+            (Kind::Int64, Device::Cpu),
+        )
+        .to_device(device)
     }
 
     /// √ᾱ_t and √(1−ᾱ_t) per sample, shaped `[batch, 1, 1, 1]` in `like`'s dtype and device.
@@ -53,10 +57,7 @@ impl NoiseSchedule {
         if min < 0 || max >= self.num_train_timesteps() {
             return Err(Error::Shape {
                 what: "training timesteps",
-                message: format!(
-                    "{min}..={max} is outside 0..{}",
-                    self.num_train_timesteps()
-                ),
+                message: format!("{min}..={max} is outside 0..{}", self.num_train_timesteps()),
             });
         }
         let a = self

@@ -64,7 +64,8 @@ pub fn diffusion_loss(m: &StepModels, batch: &TrainBatch) -> Result<Tensor> {
     let target = m
         .schedule
         .target(&batch.latents, &batch.noise, &batch.timesteps)?;
-    Ok(pred
-        .f_to_kind(Kind::Float)?
-        .f_mse_loss(&target.f_to_kind(Kind::Float)?.f_to_device(pred.device())?, Reduction::Mean)?)
+    Ok(pred.f_to_kind(Kind::Float)?.f_mse_loss(
+        &target.f_to_kind(Kind::Float)?.f_to_device(pred.device())?,
+        Reduction::Mean,
+    )?)
 }

@@ -18,7 +18,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::adamw::{AdamW, AdamWConfig};
 use super::ema::Ema;
-use super::init::{controlnet_config_json, controlnet_from_unet, named_variables, save_model_folder};
+use super::init::{
+    controlnet_config_json, controlnet_from_unet, named_variables, save_model_folder,
+};
 use super::lr_schedule::LrSchedule;
 use super::noise::NoiseSchedule;
 use super::step::{StepModels, TrainBatch, diffusion_loss};
@@ -207,7 +209,10 @@ pub fn latest_checkpoint(output: &Path) -> Option<(u64, PathBuf)> {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let step = name.strip_prefix("checkpoint-")?.parse::<u64>().ok()?;
-            e.path().join(STATE_FILE).is_file().then(|| (step, e.path()))
+            e.path()
+                .join(STATE_FILE)
+                .is_file()
+                .then(|| (step, e.path()))
         })
         .max_by_key(|(s, _)| *s)
 }
@@ -280,7 +285,12 @@ impl Trained {
                     .map(|(n, t)| (n.clone(), t.shallow_clone()))
                     .collect(),
             };
-            save_model_folder(&dir.join(component), config, Self::stem(component), &tensors)?;
+            save_model_folder(
+                &dir.join(component),
+                config,
+                Self::stem(component),
+                &tensors,
+            )?;
         }
         Ok(())
     }
@@ -337,7 +347,10 @@ pub fn train(
             let (cn, cn_config) = match init {
                 Some(dir) => {
                     let cn_config: Value = read_json(&dir.join("config.json"))?;
-                    (crate::weights::load::<ControlNetModel>(dir, &options)?, cn_config)
+                    (
+                        crate::weights::load::<ControlNetModel>(dir, &options)?,
+                        cn_config,
+                    )
                 }
                 None => {
                     let c = controlnet_config_json(
@@ -371,7 +384,11 @@ pub fn train(
                 read_json(&config.base.join("text_encoder").join("config.json"))?;
             Trained {
                 components: vec![
-                    ("unet", unet_config.clone(), named_variables(&sd.unet.var_store)),
+                    (
+                        "unet",
+                        unet_config.clone(),
+                        named_variables(&sd.unet.var_store),
+                    ),
                     (
                         "text_encoder",
                         te_config,
@@ -436,10 +453,7 @@ pub fn train(
     let accum = config.gradient_accumulation as u64;
     let bs = config.batch_size as u64;
     while step < config.max_steps {
-        if config
-            .stop_after
-            .is_some_and(|n| step - resumed_from >= n)
-        {
+        if config.stop_after.is_some_and(|n| step - resumed_from >= n) {
             break;
         }
         let lr = config.learning_rate
@@ -535,7 +549,10 @@ fn check(config: &TrainConfig, data: &dyn TrainingData) -> Result<()> {
         ));
     }
     if !(0.0..=1.0).contains(&config.caption_dropout) {
-        return bad(format!("caption dropout {} is outside 0..=1", config.caption_dropout));
+        return bad(format!(
+            "caption dropout {} is outside 0..=1",
+            config.caption_dropout
+        ));
     }
     if let Some(d) = config.ema_decay
         && !(0.0..1.0).contains(&d)
@@ -682,8 +699,11 @@ fn save_checkpoint(
         "run": config.fingerprint(),
     });
     let state_path = tmp.join(STATE_FILE);
-    std::fs::write(&state_path, serde_json::to_vec_pretty(&state).expect("JSON"))
-        .map_err(|e| io_err(&state_path, e))?;
+    std::fs::write(
+        &state_path,
+        serde_json::to_vec_pretty(&state).expect("JSON"),
+    )
+    .map_err(|e| io_err(&state_path, e))?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).map_err(|e| io_err(&dir, e))?;
     // Keep the newest `keep_checkpoints`.

@@ -98,8 +98,8 @@ pub fn read_samples(path: &Path) -> Result<Vec<ShardSample>, DatasetError> {
             else {
                 continue;
             };
-            let json: Value = serde_json::from_slice(&json)
-                .map_err(|e| bad(format!("{key}.json: {e}")))?;
+            let json: Value =
+                serde_json::from_slice(&json).map_err(|e| bad(format!("{key}.json: {e}")))?;
             samples.push(ShardSample {
                 key,
                 image,

@@ -281,10 +281,12 @@ fn synthesize(cx: &SynthContext, index: usize, key: &str) -> Outcome {
     };
     let font = *rng.pick(&cx.fonts);
     let keywords = keywords(&cx.words, &mut rng);
-    let plan = match TypographicPlanner::new(cx.renderer)
-        .with_font(font)
-        .plan(side, side, &keywords, rng.next())
-    {
+    let plan = match TypographicPlanner::new(cx.renderer).with_font(font).plan(
+        side,
+        side,
+        &keywords,
+        rng.next(),
+    ) {
         Ok(p) => p,
         Err(e) => {
             return Outcome::Error {
@@ -316,7 +318,15 @@ fn synthesize(cx: &SynthContext, index: usize, key: &str) -> Outcome {
     }
     let encoded = png(image.as_raw(), side, side, image::ExtendedColorType::Rgb8).and_then(|i| {
         let m = &rendering.glyph_mask;
-        Ok((i, png(m.as_raw(), m.width(), m.height(), image::ExtendedColorType::L8)?))
+        Ok((
+            i,
+            png(
+                m.as_raw(),
+                m.width(),
+                m.height(),
+                image::ExtendedColorType::L8,
+            )?,
+        ))
     });
     let (image_bytes, mask_png) = match encoded {
         Ok(x) => x,
@@ -423,7 +433,8 @@ pub fn synth(
         .collect();
     if fonts.is_empty() {
         return Err(DatasetError::Config(
-            "none of the synth fonts is installed (scripts/setup installs fonts-dejavu-core)".into(),
+            "none of the synth fonts is installed (scripts/setup installs fonts-dejavu-core)"
+                .into(),
         ));
     }
     let cx = SynthContext {
