@@ -141,7 +141,9 @@ fn build_ours(device: Device, kind: Kind) -> Result<StableDiffusion> {
             device,
             kind,
         )?),
-        scheduler_config: fixture.join("scheduler").join("scheduler_config.json"),
+        scheduler_config: letterpress_diffusion::read_json(
+            &fixture.join("scheduler").join("scheduler_config.json"),
+        )?,
         model_name: "sd15-random".into(),
         device,
         kind,

@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use letterpress_diffusion::LoadOptions;
 use letterpress_diffusion::pipelines::{
-    ControlMode, ControlSettings, Generation, GenerationRequest, InitImage, StableDiffusion,
-    TextConditioning,
+    ControlMode, ControlSettings, Generation, GenerationRequest, InitImage, ModelSource,
+    StableDiffusion, TextConditioning,
 };
 use letterpress_diffusion::schedulers::SchedulerKind;
 use letterpress_diffusion::tch::{self, Device, Kind};
@@ -42,13 +42,21 @@ enum ControlImage {
 #[derive(Args)]
 pub struct ModelOptions {
     /// A diffusers pipeline folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
-    /// scheduler/). See the README for what each supported model needs.
+    /// scheduler/), or a single SD 1.x/2.x .safetensors checkpoint (then give --tokenizer).
+    /// See the README for what each supported model needs.
     #[arg(long, env = "LETTERPRESS_MODEL_DIR")]
     model_dir: Option<PathBuf>,
-    /// A ControlNet folder, or a .safetensors file with its config.json beside it. Default: the
-    /// model folder's own controlnet/ when it has one.
+    /// A ControlNet folder, or a single .safetensors (diffusers keys with config.json beside it,
+    /// or the original cldm keys). Default: the model folder's own controlnet/ when it has one.
     #[arg(long)]
     controlnet: Option<PathBuf>,
+    /// Tokenizer folder, for a single-file --model-dir. Default: the model folder's tokenizer/.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// For a single-file --model-dir of a non-standard model: a diffusers folder whose configs
+    /// to use instead of inferring them from the tensor shapes.
+    #[arg(long)]
+    config_dir: Option<PathBuf>,
     /// Negative prompt. Default: none.
     #[arg(long, default_value = "")]
     negative_prompt: String,
@@ -206,7 +214,13 @@ fn load_model(o: &ModelOptions) -> Result<StableDiffusion> {
     };
     let spinner = ProgressBar::new_spinner().with_message(format!("loading {}", dir.display()));
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-    let model = StableDiffusion::load(dir, o.controlnet.as_deref(), &options)
+    let source = ModelSource {
+        model: dir.clone(),
+        controlnet: o.controlnet.clone(),
+        tokenizer: o.tokenizer.clone(),
+        config_dir: o.config_dir.clone(),
+    };
+    let model = StableDiffusion::load_from(&source, &options)
         .with_context(|| format!("loading the model from {}", dir.display()));
     spinner.finish_and_clear();
     model

@@ -179,12 +179,14 @@ fn folder_with_sidecar_captions_writes_readable_shards_and_planner_data() {
             "000000.json",
             "000000.mask.png",
             "000000.png",
+            "000000.txt",
             "000001.json",
             "000001.mask.png",
             "000001.png"
         ]
     );
     assert_eq!(shard0["000000.png"], sale, "the original bytes");
+    assert_eq!(shard0["000000.txt"], b"A poster for the summer sale");
     let json: Value = serde_json::from_slice(&shard0["000000.json"]).unwrap();
     assert_eq!(json["caption"], "A poster for the summer sale");
     assert_eq!(json["source"], "a.png");

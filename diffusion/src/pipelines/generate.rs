@@ -14,7 +14,7 @@ use super::noise::{PerImageNoise, seeded_draws};
 use super::request::{GeneratedImage, Generation, GenerationRequest, StepEvent};
 use super::text::text_embeddings;
 use crate::error::{Error, Result};
-use crate::schedulers::{Scheduler, load_scheduler};
+use crate::schedulers::{Scheduler, build_scheduler};
 use crate::unet_2d::ControlResiduals;
 
 /// What img2img and inpainting start from, per image (batched over the n images).
@@ -116,7 +116,7 @@ impl StableDiffusion {
     ) -> Result<Generation> {
         check_request(self, request)?;
         let _no_grad = tch::no_grad_guard();
-        let mut scheduler = load_scheduler(&self.scheduler_config, request.scheduler)?;
+        let mut scheduler = build_scheduler(&self.scheduler_config, request.scheduler)?;
         let timesteps = schedule(scheduler.as_mut(), request)?;
         let seeds = image_seeds(request.seed, request.num_images);
         let guidance = request.guidance_scale > 1.0;

@@ -26,7 +26,7 @@ mod text;
 
 pub use control_image::{control_picture, control_tensor};
 pub use generate::image_seeds;
-pub use model::StableDiffusion;
+pub use model::{ModelSource, StableDiffusion};
 pub use noise::{PerImageNoise, seeded_draws};
 pub use request::{
     ControlMode, ControlSettings, GeneratedImage, Generation, GenerationRequest, InitImage,

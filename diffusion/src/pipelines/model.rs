@@ -1,11 +1,14 @@
-//! The loaded models of one Stable Diffusion pipeline folder (optionally with a ControlNet).
+//! The loaded models of one Stable Diffusion checkpoint (a diffusers folder or a single
+//! `.safetensors` file), optionally with a ControlNet.
 
 use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind};
 
 use crate::error::{Error, Result};
-use crate::weights::{FromPretrained, LoadOptions, Loaded, PipelineFolder, fill, load, read_json};
+use crate::schedulers::SchedulerConfig;
+use crate::single_file::{SingleFileOptions, load_controlnet, load_stable_diffusion};
+use crate::weights::{LoadOptions, Loaded, PipelineFolder};
 use crate::{AutoencoderKL, ClipTextModel, ClipTokenizer, ControlNetModel, UNet2DConditionModel};
 
 /// Everything a generation needs, owned by one worker thread (`Tensor` is `Send`, not `Sync`).
@@ -16,51 +19,94 @@ pub struct StableDiffusion {
     pub unet: Loaded<UNet2DConditionModel>,
     pub vae: Loaded<AutoencoderKL>,
     pub controlnet: Option<Loaded<ControlNetModel>>,
-    /// `scheduler/scheduler_config.json` of the folder.
-    pub scheduler_config: PathBuf,
-    /// What to write into image metadata: the folder's name.
+    /// The folder's `scheduler/scheduler_config.json` (SD's DDIM config for single files).
+    pub scheduler_config: SchedulerConfig,
+    /// What to write into image metadata: the folder's or file's name.
     pub model_name: String,
     pub device: Device,
     pub kind: Kind,
 }
 
+/// Where the parts of a model come from.
+#[derive(Debug, Clone, Default)]
+pub struct ModelSource {
+    /// A diffusers pipeline folder, or a single SD 1.x/2.x `.safetensors` checkpoint.
+    pub model: PathBuf,
+    /// A ControlNet folder or single file (diffusers or cldm keys). Default: the folder's own
+    /// `controlnet/` when `model_index.json` lists one.
+    pub controlnet: Option<PathBuf>,
+    /// A tokenizer folder; required for single files, which carry none. Default: `tokenizer/`
+    /// of the model folder.
+    pub tokenizer: Option<PathBuf>,
+    /// For single files: a diffusers folder whose `unet/`, `vae/`, `text_encoder/` and
+    /// `scheduler/` configs replace inference from shapes (non-standard models). Default: none.
+    pub config_dir: Option<PathBuf>,
+}
+
 impl StableDiffusion {
     /// Loads a diffusers pipeline folder (`model_index.json`, `unet/`, `vae/`, `text_encoder/`,
-    /// `tokenizer/`, `scheduler/`). The ControlNet is, in order of preference: `controlnet`
-    /// (a folder with `config.json` and weights, or a `.safetensors` file with a `config.json`
-    /// beside it), else the folder's own `controlnet/` component when it lists one.
+    /// `tokenizer/`, `scheduler/`), with `controlnet` (a folder, or a single file) or else the
+    /// folder's own `controlnet/` component when it lists one.
     pub fn load(
         model_dir: &Path,
         controlnet: Option<&Path>,
         options: &LoadOptions,
     ) -> Result<Self> {
-        let folder = PipelineFolder::open(model_dir)?;
-        let tokenizer = ClipTokenizer::from_dir(&folder.component("tokenizer")?)?;
-        let text_encoder = folder.load::<ClipTextModel>("text_encoder", options)?;
-        let unet = folder.load::<UNet2DConditionModel>("unet", options)?;
-        let vae = folder.load::<AutoencoderKL>("vae", options)?;
-        let controlnet = match controlnet {
-            Some(path) => Some(load_controlnet(path, options)?),
-            None if folder.class("controlnet").is_some() => {
-                Some(folder.load::<ControlNetModel>("controlnet", options)?)
+        Self::load_from(
+            &ModelSource {
+                model: model_dir.to_path_buf(),
+                controlnet: controlnet.map(Path::to_path_buf),
+                ..Default::default()
+            },
+            options,
+        )
+    }
+
+    /// Loads from a folder or a single-file checkpoint (see [`ModelSource`]).
+    pub fn load_from(source: &ModelSource, options: &LoadOptions) -> Result<Self> {
+        let path = &source.model;
+        if !path.exists() {
+            return Err(Error::WeightsNotFound {
+                dir: path.clone(),
+                expected: "a diffusers pipeline folder (model_index.json, unet/, vae/, …) or a \
+                           single .safetensors checkpoint"
+                    .into(),
+            });
+        }
+        let single = SingleFileOptions {
+            config_dir: source.config_dir.clone(),
+            prediction_type: None,
+            load: options.clone(),
+        };
+        let tokenizer_dir = match (&source.tokenizer, path.is_dir()) {
+            (Some(dir), _) => dir.clone(),
+            (None, true) => PipelineFolder::open(path)?.component("tokenizer")?,
+            (None, false) => {
+                return Err(Error::Request(format!(
+                    "{} is a single checkpoint, which carries no tokenizer: also give a \
+                     tokenizer folder (vocab.json, merges.txt, tokenizer_config.json), e.g. \
+                     the tokenizer/ of stable-diffusion-v1-5",
+                    path.display()
+                )));
+            }
+        };
+        let tokenizer = ClipTokenizer::from_dir(&tokenizer_dir)?;
+        let models = load_stable_diffusion(path, &single)?;
+        let controlnet = match &source.controlnet {
+            Some(cn) => Some(load_controlnet(cn, &single)?),
+            None if path.is_dir() && PipelineFolder::open(path)?.class("controlnet").is_some() => {
+                Some(PipelineFolder::open(path)?.load::<ControlNetModel>("controlnet", options)?)
             }
             None => None,
         };
-        let scheduler_config = folder.component("scheduler")?.join("scheduler_config.json");
-        if !scheduler_config.is_file() {
-            return Err(Error::WeightsNotFound {
-                dir: model_dir.join("scheduler"),
-                expected: "scheduler_config.json".into(),
-            });
-        }
         let model = Self {
             tokenizer,
-            text_encoder,
-            unet,
-            vae,
+            text_encoder: models.text_encoder,
+            unet: models.unet,
+            vae: models.vae,
             controlnet,
-            scheduler_config,
-            model_name: model_name(model_dir),
+            scheduler_config: models.scheduler,
+            model_name: model_name(path),
             device: options.device,
             kind: options.kind(),
         };
@@ -139,49 +185,13 @@ impl StableDiffusion {
     }
 }
 
-fn model_name(dir: &Path) -> String {
-    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
-    dir.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| dir.display().to_string())
-}
-
-/// A ControlNet folder, or a `.safetensors` file in diffusers' key scheme with `config.json` in
-/// the same folder.
-fn load_controlnet(path: &Path, options: &LoadOptions) -> Result<Loaded<ControlNetModel>> {
-    if path.is_dir() {
-        return load::<ControlNetModel>(path, options);
-    }
-    if !path.is_file() {
-        return Err(Error::WeightsNotFound {
-            dir: path.to_path_buf(),
-            expected: "a ControlNet folder (config.json + diffusion_pytorch_model.safetensors) or a .safetensors file".into(),
-        });
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let config_path = dir.join("config.json");
-    if !config_path.is_file() {
-        return Err(Error::WeightsNotFound {
-            dir: dir.to_path_buf(),
-            expected: format!(
-                "config.json beside {} (a single ControlNet file needs its diffusers config; \
-                 download the ControlNet's config.json into the same folder)",
-                path.display()
-            ),
-        });
-    }
-    let config = read_json(&config_path)?;
-    let mut var_store = tch::nn::VarStore::new(options.device);
-    let model = <ControlNetModel as FromPretrained>::build(var_store.root(), &config)?;
-    fill(
-        &var_store,
-        path,
-        <ControlNetModel as FromPretrained>::rename_key,
-    )?;
-    let kind = options.kind();
-    if kind != Kind::Float {
-        var_store.set_kind(kind);
-    }
-    var_store.freeze();
-    Ok(Loaded { model, var_store })
+fn model_name(path: &Path) -> String {
+    let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let name = if path.is_file() {
+        path.file_stem()
+    } else {
+        path.file_name()
+    };
+    name.map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }

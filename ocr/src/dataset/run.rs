@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -295,7 +296,27 @@ fn process_work(
                     let pos = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&index) = work.get(pos) else { break };
                     let key = key_for(index, config.shard_size);
-                    let outcome = sample::process(&inputs[index], &key, &mut engine, cx);
+                    // A panic on one image (a bug, not bad input) is that image's error; the
+                    // engine is restarted in case it was left mid-call.
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        sample::process(&inputs[index], &key, &mut engine, cx)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        if let Ok(fresh) = OcrEngine::new(config.ocr.clone()) {
+                            engine = fresh;
+                        }
+                        Outcome::Error {
+                            kind: "panic",
+                            reason: format!(
+                                "internal error: {}",
+                                panic
+                                    .downcast_ref::<String>()
+                                    .map(String::as_str)
+                                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                                    .unwrap_or("panic")
+                            ),
+                        }
+                    });
                     if tx.send(Ok((pos, outcome))).is_err() {
                         break;
                     }

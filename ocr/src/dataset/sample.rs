@@ -124,7 +124,10 @@ pub(crate) fn process(
             .map(|l| TextLine::new(l.text.clone(), l.bbox))
             .collect(),
     );
-    let (mask_png, mask_size) = match glyph_mask(cx.renderer, &layout) {
+    let EncodedMask {
+        png: mask_png,
+        size: mask_size,
+    } = match glyph_mask(cx.renderer, &layout) {
         Ok(m) => m,
         Err(e) => return error("mask", format!("glyph mask: {e}")),
     };
@@ -176,12 +179,18 @@ fn resize_short_side(image: &GrayImage, short: u32) -> GrayImage {
     image::imageops::resize(image, nw, nh, image::imageops::FilterType::Triangle)
 }
 
+/// A PNG-encoded glyph mask and its size.
+struct EncodedMask {
+    png: Vec<u8>,
+    size: (u32, u32),
+}
+
 /// The glyph mask of the OCR'd lines at the image's size (scaled down when a side is over the
-/// renderer's limit), PNG-encoded, and its size.
+/// renderer's limit).
 fn glyph_mask(
     renderer: &Renderer,
     layout: &Layout,
-) -> Result<(Vec<u8>, (u32, u32)), Box<dyn std::error::Error>> {
+) -> Result<EncodedMask, Box<dyn std::error::Error>> {
     let long = layout.width.max(layout.height);
     let layout = if long > MAX_MASK_SIDE {
         let s = f64::from(MAX_MASK_SIDE) / f64::from(long);
@@ -219,7 +228,10 @@ fn glyph_mask(
         mask.height(),
         image::ExtendedColorType::L8,
     )?;
-    Ok((png, (mask.width(), mask.height())))
+    Ok(EncodedMask {
+        png,
+        size: (mask.width(), mask.height()),
+    })
 }
 
 struct RecordParts<'a> {

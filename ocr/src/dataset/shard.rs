@@ -185,6 +185,10 @@ impl ShardWriter {
                     .map_err(|e| DatasetError::io(&self.files.tar, std::io::Error::other(e)))?;
                 self.append(&format!("{key}.json"), &json)?;
                 self.append(&format!("{key}.mask.png"), &s.mask_png)?;
+                if let Some(caption) = s.json["caption"].as_str() {
+                    // img2dataset's caption member, for loaders that read `txt`.
+                    self.append(&format!("{key}.txt"), caption.as_bytes())?;
+                }
                 if let (Some(w), Some(p)) = (&mut self.planner, &s.planner) {
                     Self::line(w, &self.files.planner, p)?;
                 }
