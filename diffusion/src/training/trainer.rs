@@ -242,10 +242,12 @@ fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
+/// A trained component: its folder name, `config.json` and named variables.
+type Component = (&'static str, Value, Vec<(String, Tensor)>);
+
 /// The trained components and how to save them.
 struct Trained {
-    /// `(component folder, config.json, named variables)`.
-    components: Vec<(&'static str, Value, Vec<(String, Tensor)>)>,
+    components: Vec<Component>,
 }
 
 impl Trained {
@@ -320,7 +322,7 @@ pub fn train(
         variant: None,
     };
     let mut sd = StableDiffusion::load(&config.base, None, &options)?;
-    let schedule = NoiseSchedule::from_file(&sd.scheduler_config)?;
+    let schedule = NoiseSchedule::new(&sd.scheduler_config)?;
     let resume = latest_checkpoint(&config.output);
     if let Some((step, dir)) = &resume {
         let state: Value = read_json(&dir.join(STATE_FILE))?;
