@@ -25,6 +25,18 @@ pub enum TrainCommand {
     /// tokens), as TextDiffuser-2 was trained. The base needs TextDiffuser-2's tokenizer and a
     /// text encoder with the matching embedding table.
     Unet(CommonArgs),
+    /// Train the VAE as an autoencoder (L1 reconstruction + a small KL term), e.g. from the
+    /// random initialisation of a small model (models/README.md).
+    Vae(VaeArgs),
+}
+
+#[derive(Args)]
+pub struct VaeArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Weight of the KL divergence from N(0, I) (LDM's default).
+    #[arg(long, default_value_t = 1e-6)]
+    kl_weight: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -187,6 +199,12 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             )
         }
         TrainCommand::Unet(a) => (a, TrainTarget::UNet),
+        TrainCommand::Vae(a) => (
+            a.common,
+            TrainTarget::Vae {
+                kl_weight: a.kl_weight,
+            },
+        ),
     };
     let samples = read_samples(&common.data)
         .with_context(|| format!("reading shards from {}", common.data.display()))?;

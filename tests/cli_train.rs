@@ -148,6 +148,34 @@ fn train_controlnet_and_unet_on_synthetic_shards() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+
+    // The VAE as an autoencoder.
+    let out = tmp("vae");
+    let o = out.display().to_string();
+    let run = letterpress(&[
+        "train",
+        "vae",
+        "--base",
+        &fixture("sd1-controlnet"),
+        "--data",
+        &d,
+        "--out",
+        &o,
+        "--resolution",
+        "64",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "2",
+        "--learning-rate",
+        "1e-3",
+    ]);
+    ok(&run);
+    assert!(
+        out.join("vae/diffusion_pytorch_model.safetensors")
+            .is_file()
+    );
+    assert!(out.join("checkpoint-2/vae/config.json").is_file());
 }
 
 #[test]

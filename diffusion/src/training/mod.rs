@@ -15,7 +15,7 @@ pub use ema::Ema;
 pub use init::{controlnet_config_json, controlnet_from_unet, named_variables, save_model_folder};
 pub use lr_schedule::LrSchedule;
 pub use noise::NoiseSchedule;
-pub use step::{StepModels, TrainBatch, diffusion_loss};
+pub use step::{StepModels, TrainBatch, diffusion_loss, vae_loss};
 pub use trainer::{
     MixedPrecision, NoTrainProgress, TrainConfig, TrainProgress, TrainReport, TrainTarget,
     TrainingData, TrainingSample, Validation, latest_checkpoint, train,

@@ -9,6 +9,7 @@ use crate::clip::ClipTextModel;
 use crate::controlnet::ControlNetModel;
 use crate::error::Result;
 use crate::unet_2d::UNet2DConditionModel;
+use crate::vae::AutoencoderKL;
 
 /// The random draws and inputs of one (micro-)batch.
 #[derive(Debug)]
@@ -68,4 +69,33 @@ pub fn diffusion_loss(m: &StepModels, batch: &TrainBatch) -> Result<Tensor> {
         &target.f_to_kind(Kind::Float)?.f_to_device(pred.device())?,
         Reduction::Mean,
     )?)
+}
+
+/// The VAE's autoencoding loss: mean |x − decode(z)| with z drawn from the posterior
+/// (reparameterised, so gradients reach the encoder), plus `kl_weight` × the posterior's KL
+/// divergence from N(0, I), summed over latent elements and averaged over the batch
+/// (diffusers' `DiagonalGaussianDistribution.kl`).
+pub fn vae_loss(vae: &AutoencoderKL, pixels: &Tensor, kl_weight: f64) -> Result<Tensor> {
+    let posterior = vae.encode(pixels)?;
+    let z = posterior.sample()?;
+    let reconstruction = vae.decode(&z)?;
+    let l1 = reconstruction
+        .f_to_kind(Kind::Float)?
+        .f_sub(
+            &pixels
+                .f_to_kind(Kind::Float)?
+                .f_to_device(reconstruction.device())?,
+        )?
+        .f_abs()?
+        .f_mean(Kind::Float)?;
+    let (mean, logvar) = (&posterior.mean, &posterior.logvar);
+    let kl = mean
+        .f_square()?
+        .f_add(&logvar.f_exp()?)?
+        .f_sub_scalar(1.0)?
+        .f_sub(logvar)?
+        .f_sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float)?
+        .f_mul_scalar(0.5)?
+        .f_mean(Kind::Float)?;
+    Ok(l1.f_add(&kl.f_mul_scalar(kl_weight)?)?)
 }

@@ -23,7 +23,7 @@ use super::init::{
 };
 use super::lr_schedule::LrSchedule;
 use super::noise::NoiseSchedule;
-use super::step::{StepModels, TrainBatch, diffusion_loss};
+use super::step::{StepModels, TrainBatch, diffusion_loss, vae_loss};
 use crate::controlnet::ControlNetModel;
 use crate::error::{Error, Result, TorchContext};
 use crate::pipelines::images::rgb_to_tensor;
@@ -47,6 +47,10 @@ pub enum TrainTarget {
     },
     /// The UNet and the text encoder, on TextDiffuser-2 input ids (caption + layout tokens).
     UNet,
+    /// The VAE as an autoencoder: L1 reconstruction plus `kl_weight` × the KL divergence of
+    /// the posterior from N(0, I) (the LDM recipe without its perceptual and GAN terms, which
+    /// a from-scratch model of a few MB on 2 cores cannot afford). Default weight 1e-6.
+    Vae { kl_weight: f64 },
 }
 
 /// Half-precision frozen models (CUDA only): the trained weights and optimizer stay fp32.
@@ -145,7 +149,11 @@ impl TrainConfig {
     /// The settings a resumed run must share with the run that wrote the checkpoint.
     fn fingerprint(&self) -> Value {
         json!({
-            "target": match self.target { TrainTarget::ControlNet { .. } => "controlnet", TrainTarget::UNet => "unet" },
+            "target": match self.target {
+                TrainTarget::ControlNet { .. } => "controlnet",
+                TrainTarget::UNet => "unet",
+                TrainTarget::Vae { .. } => "vae",
+            },
             "resolution": self.resolution,
             "batch_size": self.batch_size,
             "gradient_accumulation": self.gradient_accumulation,
@@ -399,6 +407,12 @@ pub fn train(
                 ],
             }
         }
+        TrainTarget::Vae { .. } => {
+            let vae_config: Value = read_json(&config.base.join("vae").join("config.json"))?;
+            Trained {
+                components: vec![("vae", vae_config, named_variables(&sd.vae.var_store))],
+            }
+        }
     };
     set_trainable(&mut sd, &config.target, config.mixed_precision)?;
     let params = trained.params();
@@ -428,6 +442,7 @@ pub fn train(
                     .var_store,
             ],
             TrainTarget::UNet => vec![&sd.unet.var_store, &sd.text_encoder.var_store],
+            TrainTarget::Vae { .. } => vec![&sd.vae.var_store],
         };
         trained.load(dir, &stores)?;
         let state: Value = read_json(&dir.join(STATE_FILE))?;
@@ -476,14 +491,19 @@ pub fn train(
                 }
                 samples.push(data.get(order[pos])?);
             }
-            let batch = make_batch(&sd, config, &schedule, &samples)?;
-            let models = StepModels {
-                text_encoder: &sd.text_encoder.model,
-                unet: &sd.unet.model,
-                controlnet: sd.controlnet.as_ref().map(|c| &c.model),
-                schedule: &schedule,
+            let loss = if let TrainTarget::Vae { kl_weight } = config.target {
+                let pixels = pixel_batch(&samples, config.resolution, config.device)?;
+                vae_loss(&sd.vae.model, &pixels, kl_weight)?
+            } else {
+                let batch = make_batch(&sd, config, &schedule, &samples)?;
+                let models = StepModels {
+                    text_encoder: &sd.text_encoder.model,
+                    unet: &sd.unet.model,
+                    controlnet: sd.controlnet.as_ref().map(|c| &c.model),
+                    schedule: &schedule,
+                };
+                diffusion_loss(&models, &batch)?
             };
-            let loss = diffusion_loss(&models, &batch)?;
             step_loss += loss.f_double_value(&[])? / accum as f64;
             loss.f_div_scalar(accum as f64 / loss_scale)?
                 .f_backward()
@@ -513,6 +533,7 @@ pub fn train(
         }
         if config.validation_every > 0
             && step % config.validation_every == 0
+            && !matches!(config.target, TrainTarget::Vae { .. })
             && let Some(v) = &config.validation
         {
             validate(&sd, config, v, step)?;
@@ -585,7 +606,15 @@ fn set_trainable(
             l.set_kind(k);
         }
     };
-    freeze(&mut sd.vae.var_store);
+    match target {
+        TrainTarget::Vae { .. } => {
+            freeze(&mut sd.unet.var_store);
+            freeze(&mut sd.text_encoder.var_store);
+            sd.vae.var_store.unfreeze();
+            return Ok(());
+        }
+        _ => freeze(&mut sd.vae.var_store),
+    }
     match target {
         TrainTarget::ControlNet { .. } => {
             freeze(&mut sd.unet.var_store);
@@ -600,8 +629,21 @@ fn set_trainable(
             sd.unet.var_store.unfreeze();
             sd.text_encoder.var_store.unfreeze();
         }
+        TrainTarget::Vae { .. } => {}
     }
     Ok(())
+}
+
+/// The images of a micro-batch, `[B, 3, r, r]` in [-1, 1].
+fn pixel_batch(samples: &[TrainingSample], r: u32, device: Device) -> Result<Tensor> {
+    Ok(Tensor::f_cat(
+        &samples
+            .iter()
+            .map(|s| rgb_to_tensor(&s.image, r, r))
+            .collect::<Vec<_>>(),
+        0,
+    )?
+    .f_to_device(device)?)
 }
 
 /// Decodes a micro-batch into tensors and draws its noise, timesteps and caption dropout.
@@ -614,14 +656,7 @@ fn make_batch(
     let r = config.resolution;
     let device = config.device;
     let unet_training = matches!(config.target, TrainTarget::UNet);
-    let pixels = Tensor::f_cat(
-        &samples
-            .iter()
-            .map(|s| rgb_to_tensor(&s.image, r, r))
-            .collect::<Vec<_>>(),
-        0,
-    )?
-    .f_to_device(device)?;
+    let pixels = pixel_batch(samples, r, device)?;
     let control = match &sd.controlnet {
         Some(cn) => {
             let channels = cn.model.config().conditioning_channels;
