@@ -22,8 +22,8 @@ pub enum TrainCommand {
     /// convolutions (or from --init).
     Controlnet(ControlNetArgs),
     /// Fine-tune the UNet and the text encoder on TextDiffuser-2 input ids (caption + layout
-    /// tokens), as TextDiffuser-2 was trained. The base needs TextDiffuser-2's tokenizer and a
-    /// text encoder with the matching embedding table.
+    /// tokens), as TextDiffuser-2 was trained. The base needs TextDiffuser-2's tokenizer; a
+    /// text encoder with fewer token rows is grown to match.
     Unet(CommonArgs),
     /// Train the VAE as an autoencoder (L1 reconstruction + a small KL term), e.g. from the
     /// random initialisation of a small model (models/README.md).

@@ -149,6 +149,48 @@ fn train_controlnet_and_unet_on_synthetic_shards() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
 
+    // A plain SD base with TextDiffuser-2's tokenizer: the token table grows to 51,583 rows.
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("diffusion/tests/fixtures");
+    let plain = tmp("plain-td2");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::copy(
+        fixtures.join("pipeline/td2/model_index.json"),
+        plain.join("model_index.json"),
+    )
+    .unwrap();
+    for (name, target) in [
+        ("tokenizer", "td2_tokenizer"),
+        ("text_encoder", "sd1/text_encoder"),
+        ("unet", "sd1/unet"),
+        ("vae", "pipeline/vae"),
+        ("scheduler", "sd1/scheduler"),
+    ] {
+        std::os::unix::fs::symlink(fixtures.join(target), plain.join(name)).unwrap();
+    }
+    let out = tmp("unet-resized");
+    let o = out.display().to_string();
+    let run = letterpress(&[
+        "train",
+        "unet",
+        "--base",
+        &plain.display().to_string(),
+        "--data",
+        &d,
+        "--out",
+        &o,
+        "--resolution",
+        "64",
+        "--batch-size",
+        "1",
+        "--max-steps",
+        "1",
+    ]);
+    ok(&run);
+    let te: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("text_encoder/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(te["vocab_size"], 51583);
+
     // The VAE as an autoencoder.
     let out = tmp("vae");
     let o = out.display().to_string();

@@ -10,6 +10,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 use tch::{Device, Kind, Tensor, nn};
 
+use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::controlnet::{ControlNetConfig, ControlNetModel};
 use crate::error::{Error, Result, TorchContext};
 use crate::unet_2d::UNet2DConditionModel;
@@ -132,4 +133,45 @@ pub fn named_variables(var_store: &nn::VarStore) -> Vec<(String, Tensor)> {
     let mut v: Vec<(String, Tensor)> = var_store.variables().into_iter().collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+/// The text encoder with its token table grown to `vocab_size` rows for TextDiffuser-2's
+/// added tokens (`resize_token_embeddings`): the old rows are kept and every new row starts
+/// at the mean of the old ones (transformers' mean resizing, without its 1e-9-scaled noise),
+/// so the new tokens begin as an "average word". Everything else is copied.
+pub fn resize_token_embeddings(
+    text_encoder: &Loaded<ClipTextModel>,
+    vocab_size: i64,
+    device: Device,
+) -> Result<Loaded<ClipTextModel>> {
+    let old_config: &ClipTextConfig = text_encoder.model.config();
+    let old_vocab = old_config.vocab_size;
+    if vocab_size < old_vocab {
+        return Err(Error::Training(format!(
+            "cannot shrink the token table from {old_vocab} to {vocab_size} rows"
+        )));
+    }
+    let mut config = old_config.clone();
+    config.vocab_size = vocab_size;
+    let var_store = nn::VarStore::new(device);
+    let model = ClipTextModel::build(var_store.root(), &config)?;
+    let old = text_encoder.var_store.variables();
+    tch::no_grad(|| -> Result<()> {
+        for (name, mut var) in var_store.variables() {
+            let src = old
+                .get(&name)
+                .ok_or_else(|| Error::Training(format!("text encoder variable {name} missing")))?;
+            let src = src.f_to_kind(Kind::Float)?;
+            if name == "embeddings.token_embedding.weight" {
+                var.f_narrow(0, 0, old_vocab)?.f_copy_(&src)?;
+                let mean = src.f_mean_dim([0i64].as_slice(), true, Kind::Float)?;
+                var.f_narrow(0, old_vocab, vocab_size - old_vocab)?
+                    .f_copy_(&mean.f_expand([vocab_size - old_vocab, -1], false)?)?;
+            } else {
+                var.f_copy_(&src)?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Loaded { model, var_store })
 }

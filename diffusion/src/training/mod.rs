@@ -12,7 +12,10 @@ mod trainer;
 
 pub use adamw::{AdamW, AdamWConfig};
 pub use ema::Ema;
-pub use init::{controlnet_config_json, controlnet_from_unet, named_variables, save_model_folder};
+pub use init::{
+    controlnet_config_json, controlnet_from_unet, named_variables, resize_token_embeddings,
+    save_model_folder,
+};
 pub use lr_schedule::LrSchedule;
 pub use noise::NoiseSchedule;
 pub use step::{StepModels, TrainBatch, diffusion_loss, vae_loss};

@@ -19,7 +19,8 @@ use tch::{Device, Kind, Tensor};
 use super::adamw::{AdamW, AdamWConfig};
 use super::ema::Ema;
 use super::init::{
-    controlnet_config_json, controlnet_from_unet, named_variables, save_model_folder,
+    controlnet_config_json, controlnet_from_unet, named_variables, resize_token_embeddings,
+    save_model_folder,
 };
 use super::lr_schedule::LrSchedule;
 use super::noise::NoiseSchedule;
@@ -31,7 +32,8 @@ use crate::pipelines::{
     ControlMode, ControlSettings, GenerationRequest, StableDiffusion, TextConditioning,
     control_tensor,
 };
-use crate::weights::{LoadOptions, Loaded, fill, find_weights, read_json};
+use crate::weights::{LoadOptions, Loaded, PipelineFolder, fill, find_weights, read_json};
+use crate::{AutoencoderKL, ClipTextModel, ClipTokenizer, UNet2DConditionModel};
 
 /// What is trained.
 #[derive(Debug, Clone)]
@@ -316,6 +318,25 @@ impl Trained {
     }
 }
 
+/// The base pipeline's components, without its ControlNet and without the tokenizer/text
+/// encoder agreement check of inference: `train unet` grows the token table itself.
+fn load_base(dir: &Path, options: &LoadOptions) -> Result<StableDiffusion> {
+    let folder = PipelineFolder::open(dir)?;
+    Ok(StableDiffusion {
+        tokenizer: ClipTokenizer::from_dir(&folder.component("tokenizer")?)?,
+        text_encoder: folder.load::<ClipTextModel>("text_encoder", options)?,
+        unet: folder.load::<UNet2DConditionModel>("unet", options)?,
+        vae: folder.load::<AutoencoderKL>("vae", options)?,
+        controlnet: None,
+        scheduler_config: read_json(&folder.component("scheduler")?.join("scheduler_config.json"))?,
+        model_name: dir
+            .file_name()
+            .map_or_else(|| "base".into(), |n| n.to_string_lossy().into_owned()),
+        device: options.device,
+        kind: options.kind(),
+    })
+}
+
 /// Trains (or resumes training) as `config` says, on `data`.
 pub fn train(
     config: &TrainConfig,
@@ -329,7 +350,7 @@ pub fn train(
         kind: Some(Kind::Float),
         variant: None,
     };
-    let mut sd = StableDiffusion::load(&config.base, None, &options)?;
+    let mut sd = load_base(&config.base, &options)?;
     let schedule = NoiseSchedule::new(&sd.scheduler_config)?;
     let resume = latest_checkpoint(&config.output);
     if let Some((step, dir)) = &resume {
@@ -381,17 +402,19 @@ pub fn train(
             }
         }
         TrainTarget::UNet => {
-            let vocab = sd.text_encoder.model.config().vocab_size;
-            if (sd.tokenizer.len() as i64) > vocab {
-                return Err(Error::Training(format!(
-                    "the tokenizer has {} tokens but the text encoder's embedding table {} rows: \
-                     give a base whose text encoder was resized for TextDiffuser-2's tokens",
-                    sd.tokenizer.len(),
-                    vocab
-                )));
-            }
-            let te_config: Value =
+            let mut te_config: Value =
                 read_json(&config.base.join("text_encoder").join("config.json"))?;
+            let vocab = sd.text_encoder.model.config().vocab_size;
+            let tokens = sd.tokenizer.len() as i64;
+            if tokens > vocab {
+                // A plain SD base with TextDiffuser-2's tokenizer: grow the token table, as
+                // TextDiffuser-2's training script does before it starts.
+                sd.text_encoder = resize_token_embeddings(&sd.text_encoder, tokens, config.device)?;
+                te_config["vocab_size"] = json!(tokens);
+                progress.message(&format!(
+                    "text encoder token table resized from {vocab} to {tokens} rows"
+                ));
+            }
             Trained {
                 components: vec![
                     (
