@@ -263,3 +263,31 @@ fn unet_and_text_encoder_gradients_equal_diffusers() {
     println!("parity unet + text encoder gradients: worst max abs err {worst:.3e}");
     assert!(worst < GRAD_TOLERANCE, "{worst:e}");
 }
+
+#[test]
+fn token_table_grows_with_old_rows_kept_and_new_rows_at_the_mean() {
+    let text =
+        load::<ClipTextModel>(&sd1("text_encoder"), &LoadOptions::default()).expect("text encoder");
+    let grown = letterpress_diffusion::training::resize_token_embeddings(&text, 51583, Device::Cpu)
+        .expect("resize");
+    assert_eq!(grown.model.config().vocab_size, 51583);
+    let old = &text.var_store.variables()["embeddings.token_embedding.weight"];
+    let new = &grown.var_store.variables()["embeddings.token_embedding.weight"];
+    assert_eq!(new.size(), [51583, 8]);
+    assert!(new.narrow(0, 0, 49408).equal(old));
+    let mean = old.mean_dim([0i64].as_slice(), true, Kind::Float);
+    assert!(
+        new.narrow(0, 49408, 2175)
+            .equal(&mean.expand([2175, 8], false))
+    );
+    // Every other variable is copied.
+    for (name, v) in grown.var_store.variables() {
+        if name != "embeddings.token_embedding.weight" {
+            assert!(v.equal(&text.var_store.variables()[&name]), "{name}");
+        }
+    }
+    // Shrinking is refused.
+    assert!(
+        letterpress_diffusion::training::resize_token_embeddings(&text, 100, Device::Cpu).is_err()
+    );
+}

@@ -111,3 +111,20 @@ pub fn read_samples(path: &Path) -> Result<Vec<ShardSample>, DatasetError> {
     }
     Ok(samples)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_folder_without_complete_shards_is_an_error_that_says_so() {
+        let dir = std::env::temp_dir().join(format!("letterpress-reader-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A shard without its stats file is incomplete and not read.
+        std::fs::write(dir.join("00000.tar"), b"partial").unwrap();
+        let err = read_samples(&dir).expect_err("no complete shards");
+        assert!(err.to_string().contains("no complete shards"), "{err}");
+        assert!(read_samples(&dir.join("missing")).is_err());
+    }
+}
