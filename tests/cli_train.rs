@@ -218,6 +218,37 @@ fn train_controlnet_and_unet_on_synthetic_shards() {
             .is_file()
     );
     assert!(out.join("checkpoint-2/vae/config.json").is_file());
+    // A trained VAE makes a complete pipeline folder that generates.
+    for f in [
+        "model_index.json",
+        "unet/config.json",
+        "tokenizer/vocab.json",
+        "scheduler/scheduler_config.json",
+    ] {
+        assert!(
+            out.join(f).is_file(),
+            "{f} missing from the pipeline folder"
+        );
+    }
+    ok(&letterpress(&[
+        "generate",
+        "--model-dir",
+        &o,
+        "--prompt",
+        "a poster",
+        "--layout",
+        &format!("{}/examples/poster-layout.json", env!("CARGO_MANIFEST_DIR")),
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "2",
+        "--seed",
+        "1",
+        "-o",
+        &tmp("gen-vae").with_extension("png").display().to_string(),
+    ]));
 }
 
 #[test]

@@ -565,6 +565,11 @@ pub fn train(
     let model_dir = if step >= config.max_steps {
         let dir = config.output.clone();
         trained.save(&dir, ema.as_ref())?;
+        if !matches!(config.target, TrainTarget::ControlNet { .. }) {
+            // A trained UNet or VAE makes a new base: complete the folder with the base's
+            // other components so it loads (and trains further) as a pipeline.
+            complete_pipeline(&config.base, &dir, &trained)?;
+        }
         Some(dir)
     } else {
         None
@@ -575,6 +580,46 @@ pub fn train(
         losses,
         model_dir,
     })
+}
+
+/// Copies `model_index.json` and every component folder of `base` that was not trained (but
+/// its ControlNet) into `output` (files are copied, symlinks followed), so `output` is a
+/// pipeline folder.
+fn complete_pipeline(base: &Path, output: &Path, trained: &Trained) -> Result<()> {
+    fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+        std::fs::create_dir_all(to).map_err(|e| io_err(to, e))?;
+        for entry in std::fs::read_dir(from).map_err(|e| io_err(from, e))? {
+            let entry = entry.map_err(|e| io_err(from, e))?;
+            let (src, dst) = (entry.path(), to.join(entry.file_name()));
+            if src.is_dir() {
+                copy_dir(&src, &dst)?;
+            } else {
+                std::fs::copy(&src, &dst).map_err(|e| io_err(&src, e))?;
+            }
+        }
+        Ok(())
+    }
+    // The base's ControlNet was trained against the old UNet: the new folder lists none
+    // (`[null, null]`, as diffusers saves an absent component).
+    let mut index: Value = read_json(&base.join("model_index.json"))?;
+    if index.get("controlnet").is_some() {
+        index["controlnet"] = json!([null, null]);
+    }
+    let index_path = output.join("model_index.json");
+    std::fs::write(
+        &index_path,
+        serde_json::to_vec_pretty(&index).expect("JSON values serialise"),
+    )
+    .map_err(|e| io_err(&index_path, e))?;
+    let folder = PipelineFolder::open(base)?;
+    for name in ["tokenizer", "text_encoder", "unet", "vae", "scheduler"] {
+        let is_trained = trained.components.iter().any(|(c, _, _)| *c == name);
+        if is_trained || folder.class(name).is_none() {
+            continue;
+        }
+        copy_dir(&folder.component(name)?, &output.join(name))?;
+    }
+    Ok(())
 }
 
 fn check(config: &TrainConfig, data: &dyn TrainingData) -> Result<()> {
