@@ -2,7 +2,7 @@
 # (idempotent; seconds when everything is already there).
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench bench-unet bench-pipeline fixtures
+.PHONY: setup demo test lint bench bench-unet bench-pipeline fixtures embedded-init
 
 setup:
 	@scripts/setup
@@ -29,6 +29,12 @@ fixtures:
 	.venv/bin/python tools/make_scheduler_fixtures.py
 	.venv/bin/python tools/make_single_file_fixtures.py
 	.venv/bin/python tools/make_pipeline_fixtures.py
+	.venv/bin/python tools/make_train_fixtures.py
+
+# Random-initialised folders of the embedded demo model's configs (models/README.md).
+embedded-init:
+	@scripts/setup --oracle
+	.venv/bin/python tools/make_embedded_init.py --out models/embedded-init --seed 0
 
 bench: setup
 	$(CARGO) build --release --quiet

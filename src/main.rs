@@ -10,6 +10,7 @@ mod generate_cmd;
 mod layout_cmd;
 mod png_meta;
 mod render_cmd;
+mod train_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Command {
     /// Benchmarks that print a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Train a glyph ControlNet, or fine-tune UNet + text encoder, on dataset shards.
+    #[command(subcommand)]
+    Train(train_cmd::TrainCommand),
 }
 
 /// Commands whose work is libtorch's: its intra-op parallelism is OpenMP, which
@@ -87,5 +91,6 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Generate(args) => generate_cmd::run_generate(args),
         Command::Poster(args) => generate_cmd::run_poster(args),
+        Command::Train(cmd) => train_cmd::run(cmd),
     }
 }

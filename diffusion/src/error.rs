@@ -77,6 +77,10 @@ pub enum Error {
     /// The caller's cancel flag was set between steps.
     #[error("generation canceled")]
     Canceled,
+
+    /// A training run that cannot start or resume (bad option, checkpoint of another run).
+    #[error("training: {0}")]
+    Training(String),
 }
 
 /// At most 20 keys in a message; the full lists stay in the error value.

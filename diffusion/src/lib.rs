@@ -30,6 +30,7 @@ mod resnet;
 pub mod schedulers;
 mod single_file;
 mod tokenizer;
+pub mod training;
 mod unet_2d;
 mod unet_2d_blocks;
 mod vae;

@@ -18,7 +18,7 @@
 
 mod control_image;
 mod generate;
-mod images;
+pub(crate) mod images;
 mod model;
 mod noise;
 mod request;

@@ -254,3 +254,14 @@ pub(crate) fn index_for_timestep(timesteps: &[f64], timestep: f64) -> Option<usi
 pub(crate) fn torch_f32(x: f32, op: impl Fn(&Tensor) -> Tensor) -> f32 {
     op(&Tensor::from(x)).double_value(&[]) as f32
 }
+
+/// The training-time forward process of a scheduler config, read as diffusers'
+/// `DDPMScheduler.from_config` reads it (its class defaults): ᾱ over the training timesteps and
+/// what the model predicts.
+pub(crate) fn training_schedule(config: &SchedulerConfig) -> Result<(Vec<f32>, PredictionType)> {
+    let common = config.common(&config::ClassDefaults::standard(
+        "DDPMScheduler",
+        TimestepSpacing::Leading,
+    ))?;
+    Ok((common.alphas_cumprod, common.prediction_type))
+}

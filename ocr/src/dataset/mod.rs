@@ -8,12 +8,16 @@
 mod decode;
 mod filters;
 mod input;
+mod reader;
 mod run;
 mod sample;
 mod shard;
+mod synth;
 
 pub use decode::DecodeLimits;
 pub use filters::{FILTER_NAMES, Filters};
 pub use input::{InputKind, detect_kind};
+pub use reader::{ShardSample, read_samples, shard_paths};
 pub use run::{BuildConfig, BuildProgress, BuildReport, NoProgress, RUN_FILE, build};
 pub use shard::Stats;
+pub use synth::{SynthConfig, SynthReport, synth};

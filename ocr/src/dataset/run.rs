@@ -119,7 +119,7 @@ fn ocr_meta(config: &OcrConfig) -> Value {
 
 /// Writes the run manifest, or checks that an existing one matches: resuming with other
 /// settings or other inputs would mix two datasets.
-fn check_manifest(path: &Path, manifest: &Value) -> Result<(), DatasetError> {
+pub(crate) fn check_manifest(path: &Path, manifest: &Value) -> Result<(), DatasetError> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let old: Value = serde_json::from_str(&text).map_err(|e| DatasetError::BadOutput {

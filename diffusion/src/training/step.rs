@@ -1,0 +1,101 @@
+//! One training step's loss: noise the latents at random timesteps, predict with the UNet
+//! (guided by a ControlNet when one is trained), regress onto the scheduler's target
+//! (diffusers' `examples/controlnet/train_controlnet.py` and `examples/text_to_image`).
+
+use tch::{Kind, Reduction, Tensor};
+
+use super::noise::NoiseSchedule;
+use crate::clip::ClipTextModel;
+use crate::controlnet::ControlNetModel;
+use crate::error::Result;
+use crate::unet_2d::UNet2DConditionModel;
+use crate::vae::AutoencoderKL;
+
+/// The random draws and inputs of one (micro-)batch.
+#[derive(Debug)]
+pub struct TrainBatch {
+    /// Clean latents x₀, already multiplied by the VAE's `scaling_factor`: `[B, 4, h, w]`.
+    pub latents: Tensor,
+    /// ε, the same shape.
+    pub noise: Tensor,
+    /// Integer timesteps `[B]`.
+    pub timesteps: Tensor,
+    /// Token ids `[B, 77]` (captions, or the empty caption where dropped).
+    pub input_ids: Tensor,
+    /// The control image `[B, C, 8h, 8w]` in [0, 1]; ControlNet training only.
+    pub control: Option<Tensor>,
+}
+
+/// The models a step runs; which of them have trainable variables decides what is trained.
+pub struct StepModels<'a> {
+    pub text_encoder: &'a ClipTextModel,
+    pub unet: &'a UNet2DConditionModel,
+    pub controlnet: Option<&'a ControlNetModel>,
+    pub schedule: &'a NoiseSchedule,
+}
+
+/// Mean squared error between the prediction and the target, in fp32.
+pub fn diffusion_loss(m: &StepModels, batch: &TrainBatch) -> Result<Tensor> {
+    let noisy = m
+        .schedule
+        .add_noise(&batch.latents, &batch.noise, &batch.timesteps)?;
+    let encoder_hidden_states = m.text_encoder.forward(&batch.input_ids, 0)?;
+    let residuals = match (m.controlnet, &batch.control) {
+        (Some(cn), Some(control)) => Some(cn.forward(
+            &noisy,
+            &batch.timesteps,
+            &encoder_hidden_states,
+            control,
+            1.0,
+            false,
+        )?),
+        (Some(_), None) => {
+            return Err(crate::Error::Training(
+                "ControlNet training needs a control image in every batch".into(),
+            ));
+        }
+        _ => None,
+    };
+    let pred = m.unet.forward(
+        &noisy,
+        &batch.timesteps,
+        &encoder_hidden_states,
+        residuals.as_ref(),
+    )?;
+    let target = m
+        .schedule
+        .target(&batch.latents, &batch.noise, &batch.timesteps)?;
+    Ok(pred.f_to_kind(Kind::Float)?.f_mse_loss(
+        &target.f_to_kind(Kind::Float)?.f_to_device(pred.device())?,
+        Reduction::Mean,
+    )?)
+}
+
+/// The VAE's autoencoding loss: mean |x − decode(z)| with z drawn from the posterior
+/// (reparameterised, so gradients reach the encoder), plus `kl_weight` × the posterior's KL
+/// divergence from N(0, I), summed over latent elements and averaged over the batch
+/// (diffusers' `DiagonalGaussianDistribution.kl`).
+pub fn vae_loss(vae: &AutoencoderKL, pixels: &Tensor, kl_weight: f64) -> Result<Tensor> {
+    let posterior = vae.encode(pixels)?;
+    let z = posterior.sample()?;
+    let reconstruction = vae.decode(&z)?;
+    let l1 = reconstruction
+        .f_to_kind(Kind::Float)?
+        .f_sub(
+            &pixels
+                .f_to_kind(Kind::Float)?
+                .f_to_device(reconstruction.device())?,
+        )?
+        .f_abs()?
+        .f_mean(Kind::Float)?;
+    let (mean, logvar) = (&posterior.mean, &posterior.logvar);
+    let kl = mean
+        .f_square()?
+        .f_add(&logvar.f_exp()?)?
+        .f_sub_scalar(1.0)?
+        .f_sub(logvar)?
+        .f_sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float)?
+        .f_mul_scalar(0.5)?
+        .f_mean(Kind::Float)?;
+    Ok(l1.f_add(&kl.f_mul_scalar(kl_weight)?)?)
+}

@@ -1,0 +1,135 @@
+//! A training run stopped at a checkpoint and resumed computes exactly what an uninterrupted
+//! run computes; checkpoints and the final model are diffusers folders that load again.
+
+mod common;
+
+use image::{GrayImage, RgbImage};
+use letterpress_diffusion::training::{
+    LrSchedule, NoTrainProgress, TrainConfig, TrainTarget, TrainingData, TrainingSample,
+    latest_checkpoint, train,
+};
+use letterpress_diffusion::{ControlNetModel, LoadOptions, load};
+use tch::Tensor;
+
+/// Eight 64×64 samples: colour blocks and bar masks that differ per index.
+struct Blocks;
+
+impl TrainingData for Blocks {
+    fn len(&self) -> usize {
+        8
+    }
+    fn get(&self, i: usize) -> letterpress_diffusion::Result<TrainingSample> {
+        let i = i as u32;
+        let image = RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([(x * 4 + i * 30) as u8, (y * 4) as u8, (i * 17) as u8])
+        });
+        let mask = GrayImage::from_fn(64, 64, |x, y| {
+            let on = (8 + i * 2..40 + i * 2).contains(&x) && (20..30 + i).contains(&y);
+            image::Luma([if on { 255 } else { 0 }])
+        });
+        Ok(TrainingSample {
+            image,
+            mask,
+            caption: format!("a poster with the word 'block{i}'"),
+            layout_tokens: Vec::new(),
+        })
+    }
+}
+
+fn config(out: &std::path::Path) -> TrainConfig {
+    let base = common::fixtures().join("pipeline").join("sd1-controlnet");
+    let mut c = TrainConfig::new(
+        base,
+        out,
+        TrainTarget::ControlNet {
+            init: None,
+            conditioning_channels: 1,
+            conditioning_embedding_out_channels: vec![4, 4, 8, 8],
+        },
+    );
+    c.resolution = 64;
+    c.batch_size = 2;
+    c.gradient_accumulation = 2;
+    c.max_steps = 5;
+    c.checkpoint_every = 2;
+    c.learning_rate = 1e-3;
+    c.lr_schedule = LrSchedule::Cosine;
+    c.warmup_steps = 1;
+    c.caption_dropout = 0.3;
+    c.ema_decay = Some(0.9);
+    c.seed = 5;
+    c
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("letterpress-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn weights(dir: &std::path::Path) -> Vec<(String, Tensor)> {
+    let mut v = Tensor::read_safetensors(
+        dir.join("controlnet")
+            .join("diffusion_pytorch_model.safetensors"),
+    )
+    .expect("weights");
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn stopped_and_resumed_equals_uninterrupted() {
+    let (a, b) = (tmp("straight"), tmp("resumed"));
+    let straight = train(&config(&a), &Blocks, &NoTrainProgress).expect("uninterrupted run");
+    assert_eq!(straight.steps, 5);
+    assert_eq!(straight.losses.len(), 5);
+
+    let mut first = config(&b);
+    first.stop_after = Some(3);
+    let part1 = train(&first, &Blocks, &NoTrainProgress).expect("first part");
+    assert_eq!(part1.steps, 3);
+    assert!(part1.model_dir.is_none());
+    // Killed after step 3: the newest checkpoint is step 2.
+    std::fs::remove_dir_all(b.join("checkpoint-4")).ok();
+    assert_eq!(latest_checkpoint(&b).map(|c| c.0), Some(2));
+    let part2 = train(&config(&b), &Blocks, &NoTrainProgress).expect("resumed run");
+    assert_eq!(part2.resumed_from, 2);
+    assert_eq!(part2.steps, 5);
+
+    println!("uninterrupted losses: {:?}", straight.losses);
+    println!("stopped losses:       {:?}", part1.losses);
+    println!("resumed losses:       {:?}", part2.losses);
+    assert_eq!(&straight.losses[..3], &part1.losses[..]);
+    assert_eq!(
+        &straight.losses[2..],
+        &part2.losses[..],
+        "steps 3–5 after resuming"
+    );
+    let (wa, wb) = (weights(&a), weights(&b));
+    assert_eq!(wa.len(), wb.len());
+    let mut worst: f64 = 0.0;
+    for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        worst = worst.max((ta - tb).abs().max().double_value(&[]));
+    }
+    println!("final (EMA) weights, resumed vs uninterrupted: max abs diff {worst:e}");
+    assert_eq!(worst, 0.0);
+
+    // The final model and the checkpoints are diffusers ControlNet folders.
+    let options = LoadOptions::default();
+    load::<ControlNetModel>(&a.join("controlnet"), &options).expect("final model loads");
+    load::<ControlNetModel>(&a.join("checkpoint-4").join("controlnet"), &options)
+        .expect("checkpoint loads");
+    assert!(
+        a.join("checkpoint-4")
+            .join("optimizer.safetensors")
+            .is_file()
+    );
+
+    // A resume with other settings is refused.
+    let mut other = config(&b);
+    other.batch_size = 1;
+    other.max_steps = 9;
+    let err = train(&other, &Blocks, &NoTrainProgress).expect_err("other settings");
+    assert!(err.to_string().contains("other settings"), "{err}");
+}
