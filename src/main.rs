@@ -1,9 +1,12 @@
 //! `letterpress`: the command-line front end. It parses arguments and calls the library crates.
 
 mod bench;
+mod bench_pipeline;
 mod bench_unet;
 mod eval_cmd;
+mod generate_cmd;
 mod layout_cmd;
+mod png_meta;
 mod render_cmd;
 mod serve_cmd;
 mod serve_engine;
@@ -31,6 +34,10 @@ enum Command {
     /// Measure generated images: OCR legibility (MARIO-Eval metrics).
     #[command(subcommand)]
     Eval(eval_cmd::EvalCommand),
+    /// Generate images with a diffusion model, the text drawn from a layout.
+    Generate(generate_cmd::GenerateArgs),
+    /// Plan, render and generate a poster from one prompt.
+    Poster(generate_cmd::PosterArgs),
     /// Benchmarks that print a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -71,5 +78,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::Generate(args) => generate_cmd::run_generate(args),
+        Command::Poster(args) => generate_cmd::run_poster(args),
     }
 }
