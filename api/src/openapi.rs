@@ -127,7 +127,12 @@ pub fn document(state: &AppState) -> Value {
     let limits = state.settings.limits();
     let side = |desc: &str| json!({ "type": "integer", "minimum": MIN_SIDE, "maximum": limits.max_side, "multipleOf": SIDE_MULTIPLE, "description": desc });
     let sse = json!({ "description": "Server-sent events until the job ends: `queued`, `layout`, `rendering`, `step` ({step, steps, preview?}), `requeued`, then `succeeded`, `failed` or `canceled`. Each has an `id`; send `Last-Event-ID` to resume.",
-                      "content": { "text/event-stream": { "schema": { "type": "string" } } } });
+                      "content": { "text/event-stream": { "schema": {
+                          "type": "object", "description": "One event; `data` is a JSON object.",
+                          "properties": {
+                              "id": { "type": "string" },
+                              "event": { "type": "string", "enum": ["queued", "layout", "rendering", "step", "requeued", "succeeded", "failed", "canceled"] },
+                              "data": { "type": "string" } } } } } });
     json!({
         "openapi": "3.0.3",
         "info": {
