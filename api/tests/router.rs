@@ -43,6 +43,7 @@ impl PosterEngine for GlyphEngine {
                 image::Rgb([v, (tint % 251) as u8, 255 - v])
             })
         };
+        assert!(!job.prompt.contains("PANIC"), "a model bug");
         for step in 1..=job.steps {
             if stop.should_stop() {
                 return Err(EngineError::Stopped);
@@ -957,4 +958,39 @@ async fn operator_limits_are_enforced_and_published() {
             .split('x')
             .all(|v| v.parse::<u32>().unwrap() <= 256)
     }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_model_fails_its_job_and_the_worker_goes_on() {
+    let state = with_engine(settings("panic"), Duration::ZERO);
+    let wait = [("prefer", "wait=30")];
+    let small = |p: &str| json!({"prompt": p, "width": 64, "height": 64, "steps": 1});
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &wait,
+        Some(small("'PANIC'")),
+    )
+    .await
+    .json();
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["error"]["code"], "generation_failed");
+    assert!(
+        !r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model bug"),
+        "no internals"
+    );
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &wait,
+        Some(small("'FINE'")),
+    )
+    .await
+    .json();
+    assert_eq!(r["status"], "succeeded");
 }
