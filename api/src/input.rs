@@ -435,12 +435,14 @@ impl GenerationInput {
         // Without explicit sides a given layout's canvas is the size (rounded to 8).
         let round8 =
             |v: u32| (v.div_ceil(SIDE_MULTIPLE) * SIDE_MULTIPLE).clamp(MIN_SIDE, limits.max_side);
+        // The default side is 512, or the server's max_side when that is lower.
+        let default_side = 512.min(limits.max_side);
         let width = width
             .or(layout.as_ref().map(|l| round8(l.width)))
-            .unwrap_or(512);
+            .unwrap_or(default_side);
         let height = height
             .or(layout.as_ref().map(|l| round8(l.height)))
-            .unwrap_or(512);
+            .unwrap_or(default_side);
         let n = f.uint("n", 1, limits.max_n.into(), 1)?.unwrap_or(1) as u32;
         let seed = f
             .nullable_uint("seed", 0, MAX_SEED)?
