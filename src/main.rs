@@ -45,10 +45,23 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
 }
 
+/// Commands whose work is libtorch's: its intra-op parallelism is OpenMP, which
+/// `OMP_THREAD_LIMIT=1` (meant for tesseract) would make single-threaded.
+fn runs_torch(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Generate(_)
+            | Command::Poster(_)
+            | Command::Bench(bench::BenchCommand::Unet(_) | bench::BenchCommand::Pipeline(_))
+    )
+}
+
 fn main() {
-    if std::env::var_os("OMP_THREAD_LIMIT").is_none() {
+    let cli = Cli::parse();
+    if std::env::var_os("OMP_THREAD_LIMIT").is_none() && !runs_torch(&cli.command) {
         // Tesseract's OpenMP threads fight our own workers for the cores (DESIGN.md); one
-        // thread per engine is faster in bulk. SAFETY: no other thread exists yet.
+        // thread per engine is faster in bulk. SAFETY: no other thread exists yet (parsing
+        // the arguments starts none).
         unsafe { std::env::set_var("OMP_THREAD_LIMIT", "1") };
     }
     let cli = Cli::parse();
