@@ -52,6 +52,7 @@ fn runs_torch(command: &Command) -> bool {
         command,
         Command::Generate(_)
             | Command::Poster(_)
+            | Command::Serve(_)
             | Command::Bench(bench::BenchCommand::Unet(_) | bench::BenchCommand::Pipeline(_))
     )
 }
@@ -64,7 +65,6 @@ fn main() {
         // the arguments starts none).
         unsafe { std::env::set_var("OMP_THREAD_LIMIT", "1") };
     }
-    let cli = Cli::parse();
     // The service logs each request (with its request id) by default; the CLI only warnings.
     let default_log = if matches!(cli.command, Command::Serve(_)) {
         "info"
