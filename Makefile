@@ -2,7 +2,7 @@
 # (idempotent; seconds when everything is already there).
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench bench-unet bench-pipeline fixtures embedded-init
+.PHONY: setup demo test lint bench bench-unet bench-pipeline fixtures embedded-init fuzz-api
 
 setup:
 	@scripts/setup
@@ -37,10 +37,19 @@ embedded-init:
 	.venv/bin/python tools/make_embedded_init.py --out models/embedded-init --seed 0
 
 bench: setup
+	@scripts/setup --bench
 	$(CARGO) build --release --quiet
 	target/release/letterpress bench render
 	target/release/letterpress bench layout
 	target/release/letterpress bench ocr
+	scripts/bench-api
+
+# Schemathesis against the running API's /openapi.json (tiny fixture model): ≥ 1,000 requests,
+# zero 5xx, zero schema violations.
+fuzz-api: setup
+	@scripts/setup --bench
+	$(CARGO) build --release --quiet
+	scripts/fuzz-api
 
 # ControlNet + UNet forward (SD 1.5 configuration, random weights) against diffusers.
 bench-unet:

@@ -11,6 +11,8 @@ mod layout_cmd;
 mod png_meta;
 mod render_cmd;
 mod train_cmd;
+mod serve_cmd;
+mod serve_engine;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -48,6 +50,8 @@ enum Command {
     /// Train a glyph ControlNet, or fine-tune UNet + text encoder, on dataset shards.
     #[command(subcommand)]
     Train(train_cmd::TrainCommand),
+    /// Serve the HTTP poster-generation API.
+    Serve(serve_cmd::ServeArgs),
 }
 
 /// Commands whose work is libtorch's: its intra-op parallelism is OpenMP, which
@@ -57,6 +61,8 @@ fn runs_torch(command: &Command) -> bool {
         command,
         Command::Generate(_)
             | Command::Poster(_)
+            | Command::Serve(_)
+            | Command::Train(_)
             | Command::Bench(bench::BenchCommand::Unet(_) | bench::BenchCommand::Pipeline(_))
     )
 }
@@ -69,10 +75,16 @@ fn main() {
         // the arguments starts none).
         unsafe { std::env::set_var("OMP_THREAD_LIMIT", "1") };
     }
+    // The service logs each request (with its request id) by default; the CLI only warnings.
+    let default_log = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LETTERPRESS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -89,6 +101,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Dataset(cmd) => dataset_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Serve(args) => serve_cmd::run(args),
         Command::Generate(args) => generate_cmd::run_generate(args),
         Command::Poster(args) => generate_cmd::run_poster(args),
         Command::Train(cmd) => train_cmd::run(cmd),

@@ -1,0 +1,46 @@
+//! letterpress-api: the poster pipeline that joins the crates (plan → render → diffuse) and
+//! the HTTP service around it: Replicate-style jobs with server-sent progress, an
+//! OpenAI-compatible images endpoint, a bounded queue in SQLite, a worker thread that owns
+//! the model, API keys, rate limits, CORS, metrics and an OpenAPI document.
+//!
+//! The crate never touches tensors: generation goes through [`PosterEngine`], which the
+//! binary implements with letterpress-diffusion and passes in as an [`EngineLoader`].
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use letterpress_api::{Settings, serve};
+//!
+//! let settings = Settings::load(None, std::env::vars())?;
+//! serve(settings, None).await?; // no model: plans and renders; generations answer 503
+//! # Ok(()) }
+//! ```
+//!
+//! Tests build the router with [`app`] and call it with `tower::ServiceExt::oneshot`.
+
+mod auth;
+mod engine;
+mod error;
+mod hub;
+mod ids;
+mod input;
+mod metrics;
+mod openapi;
+mod poster;
+mod routes;
+mod server;
+mod settings;
+mod state;
+mod store;
+mod worker;
+
+pub use auth::sha256_hex;
+pub use engine::{
+    EngineError, EngineInfo, EngineJob, EngineLoader, PosterEngine, StepProgress, StopReason,
+    StopToken,
+};
+pub use error::ApiError;
+pub use routes::app;
+pub use server::{ServeError, serve};
+pub use settings::{Settings, SettingsError};
+pub use state::{AppState, MAX_ATTEMPTS, ModelState, Shared, StartError};
+pub use worker::spawn as spawn_worker;

@@ -1,0 +1,61 @@
+//! `GET /v1/files/{id}`: images, masks and layouts. Ids are checked against the id format and
+//! looked up in the store; the file name on disk comes from the store, never from the client.
+
+use axum::Extension;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::ids;
+use crate::state::AppState;
+use crate::store::now_ms;
+
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !ids::is_valid(&id, ids::FILE_PREFIX) {
+        return Err(ApiError::not_found("file"));
+    }
+    let record = match state.store.file(&id)? {
+        Some(r) if r.owner == caller.owner => r,
+        _ => return Err(ApiError::not_found("file")),
+    };
+    let gone = || {
+        ApiError::new(
+            StatusCode::GONE,
+            "file_expired",
+            format!(
+                "file {id} has expired (files are kept {} s)",
+                state.settings.file_ttl_secs
+            ),
+        )
+    };
+    if record.expires_ms <= now_ms() {
+        return Err(gone());
+    }
+    let bytes = match tokio::fs::read(state.store.files_dir().join(&record.name)).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
+        Err(e) => return Err(ApiError::internal(e)),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, record.content_type.clone()),
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=86400, immutable".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{}\"", record.name),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
+}

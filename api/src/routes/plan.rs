@@ -1,0 +1,132 @@
+//! `POST /v1/layouts` (plan) and `POST /v1/render` (glyph mask), on the blocking pool so that
+//! font work never stalls the async runtime.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use image::DynamicImage;
+use serde_json::json;
+
+use super::JsonBody;
+use crate::error::ApiError;
+use crate::input::{
+    Fields, MAX_PROMPT_CHARS, MAX_RENDER_SIDE, MAX_SEED, MAX_SIDE, MIN_SIDE, OutputFormat,
+    RANDOM_SEED_MASK,
+};
+use crate::poster::{self, PlannerChoice};
+use crate::state::AppState;
+use crate::worker::encode;
+
+pub const LAYOUT_FIELDS: &[&str] = &["prompt", "keywords", "width", "height", "seed", "planner"];
+pub const RENDER_FIELDS: &[&str] = &["layout", "format", "inverse", "segmentation", "preview"];
+
+pub async fn layouts(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(body, LAYOUT_FIELDS, "")?;
+    let prompt = f.required_string("prompt", 1, MAX_PROMPT_CHARS)?;
+    let keywords = f.keywords("keywords")?;
+    let width = f
+        .uint("width", MIN_SIDE.into(), MAX_SIDE.into(), 1)?
+        .unwrap_or(512) as u32;
+    let height = f
+        .uint("height", MIN_SIDE.into(), MAX_SIDE.into(), 1)?
+        .unwrap_or(512) as u32;
+    let seed = f
+        .nullable_uint("seed", 0, MAX_SEED)?
+        .unwrap_or_else(|| rand::random::<u64>() & RANDOM_SEED_MASK);
+    let choice = match f.choice("planner", &["typographic", "llm"])?.as_deref() {
+        Some("llm") if state.llm.is_none() => {
+            return Err(ApiError::invalid(
+                "planner",
+                "planner \"llm\" is not configured on this server (set llm_url); use \"typographic\"",
+            ));
+        }
+        Some("llm") => PlannerChoice::Llm,
+        _ => PlannerChoice::Typographic,
+    };
+    let keywords = keywords.unwrap_or_else(|| letterpress_layout::extract_keywords(&prompt));
+    let plan = tokio::task::spawn_blocking(move || {
+        poster::plan(
+            &state.renderer,
+            state.llm.as_ref(),
+            choice,
+            &prompt,
+            &keywords,
+            (width, height),
+            seed,
+        )
+        .map(|plan| (plan, prompt, keywords))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let (plan, prompt, keywords) = plan.map_err(|e| {
+        use letterpress_layout::LayoutError as E;
+        match e {
+            E::Llm { .. } => ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "planner_unavailable",
+                "the LLM planner could not be reached",
+            ),
+            other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_layout", other.to_string()),
+        }
+    })?;
+    let mut value = serde_json::to_value(&plan).map_err(ApiError::internal)?;
+    value["prompt"] = json!(prompt);
+    value["keywords"] = json!(keywords);
+    Ok(axum::Json(value).into_response())
+}
+
+pub async fn render(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    let mut f = Fields::new(body, RENDER_FIELDS, "")?;
+    let layout = f
+        .layout("layout", MAX_RENDER_SIDE)?
+        .ok_or_else(|| ApiError::invalid("layout", "layout is required"))?;
+    let as_json = f.choice("format", &["png", "json"])?.as_deref() == Some("json");
+    let inverse = f.boolean("inverse")?.unwrap_or(false);
+    let segmentation = f.boolean("segmentation")?.unwrap_or(false);
+    let preview = f.boolean("preview")?.unwrap_or(false);
+    // With format png the body is the mask alone; segmentation and preview need json.
+    tokio::task::spawn_blocking(move || -> Result<Response, ApiError> {
+        let rendering = state.renderer.render(&layout).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_layout", e.to_string())
+                .with_param("layout")
+        })?;
+        let mask = if inverse {
+            rendering.inverse()
+        } else {
+            rendering.glyph_mask.clone()
+        };
+        let png = |img: DynamicImage| encode(&img, OutputFormat::Png).map_err(ApiError::internal);
+        let mask_png = png(DynamicImage::ImageLuma8(mask))?;
+        if !as_json {
+            return Ok(([(header::CONTENT_TYPE, "image/png")], mask_png).into_response());
+        }
+        let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let mut body = json!({
+            "width": rendering.width,
+            "height": rendering.height,
+            "mask_png_b64": b64(mask_png),
+            "char_boxes": rendering.char_boxes,
+            "lines": rendering.lines,
+            "warnings": rendering.warnings,
+        });
+        if segmentation {
+            body["segmentation_png_b64"] = json!(b64(png(DynamicImage::ImageLuma8(
+                rendering.segmentation_map()
+            ))?));
+        }
+        if preview {
+            body["preview_png_b64"] =
+                json!(b64(png(DynamicImage::ImageRgb8(rendering.preview()))?));
+        }
+        Ok(axum::Json(body).into_response())
+    })
+    .await
+    .map_err(ApiError::internal)?
+}

@@ -1,0 +1,106 @@
+//! Running the service: bind, serve, and shut down gracefully on SIGTERM or Ctrl-C (stop
+//! accepting, let the running job finish within the grace period or requeue it, end
+//! long-lived responses, close the store).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::engine::EngineLoader;
+use crate::settings::Settings;
+use crate::state::{Shared, StartError};
+use crate::{routes, worker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Serves until SIGTERM/SIGINT. `loader` builds the diffusion engine on the worker thread;
+/// without one, generations answer 503.
+pub async fn serve(settings: Settings, loader: Option<EngineLoader>) -> Result<(), ServeError> {
+    let addr = settings.bind;
+    let state = Shared::new(settings)?;
+    let worker = worker::spawn(state.clone(), loader);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener.local_addr()?;
+    // Scripts and tests read this line to learn the port (with --bind 127.0.0.1:0).
+    println!("listening on http://{local}");
+    tracing::info!(%local, "listening");
+
+    let sweeper = tokio::spawn(sweep_files(state.clone()));
+    let signal_state = state.clone();
+    let shutdown = async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: no new requests; the running job gets the grace period");
+        signal_state.draining.store(true, Ordering::Relaxed);
+        let _ = signal_state.shutdown.send(true);
+        let grace = Duration::from_secs(signal_state.settings.shutdown_grace_secs);
+        let interrupt = signal_state.interrupt.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(grace);
+            interrupt.store(true, Ordering::Relaxed);
+        });
+    };
+    axum::serve(
+        listener,
+        routes::app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await?;
+    sweeper.abort();
+    state.wake_worker();
+    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Deletes expired files every minute (and once at start), and drops idle event channels.
+async fn sweep_files(state: crate::state::AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let s = state.clone();
+        match tokio::task::spawn_blocking(move || {
+            s.store.delete_expired_files(crate::store::now_ms())
+        })
+        .await
+        {
+            Ok(Ok(n)) if n > 0 => tracing::info!(files = n, "expired files deleted"),
+            Ok(Err(e)) => tracing::error!(error = %e, "deleting expired files"),
+            _ => {}
+        }
+        state.hub.prune();
+    }
+}

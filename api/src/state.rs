@@ -1,0 +1,131 @@
+//! What every handler and the worker share.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use letterpress_layout::LlmConfig;
+use letterpress_render::{MissingGlyph, RenderOptions, Renderer};
+
+use crate::auth::RateLimiter;
+use crate::engine::EngineInfo;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::settings::Settings;
+use crate::store::{Store, StoreError};
+
+/// Whether generations can run.
+#[derive(Debug, Clone)]
+pub enum ModelState {
+    /// No model configured: generations answer 503 with how to give one.
+    Absent,
+    Loading,
+    Ready(EngineInfo),
+    /// Loading failed; the reason is logged, the message says where to look.
+    Failed(String),
+}
+
+pub struct Shared {
+    pub settings: Settings,
+    pub store: Store,
+    /// Planning and rendering share one renderer (it is `Sync` and caches glyphs).
+    pub renderer: Renderer,
+    pub llm: Option<LlmConfig>,
+    pub hub: Hub,
+    pub metrics: Metrics,
+    pub model: RwLock<ModelState>,
+    /// Cancel flags of started jobs, by id.
+    pub cancel_flags: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Set on SIGTERM: the worker takes no new job.
+    pub draining: AtomicBool,
+    /// Set when the shutdown grace period is over: the running job stops and is requeued.
+    pub interrupt: Arc<AtomicBool>,
+    /// Wakes the worker when a job is queued.
+    pub wake: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    pub limiter: RateLimiter,
+    pub key_hashes: HashSet<String>,
+    /// Flips to true on shutdown so long-lived responses (SSE, waits) end.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+pub type AppState = Arc<Shared>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("renderer: {0}")]
+    Render(#[from] letterpress_render::RenderError),
+}
+
+impl Shared {
+    /// Opens the store (recovering jobs a crash interrupted) and the renderer.
+    pub fn new(settings: Settings) -> Result<AppState, StartError> {
+        let store = Store::open(&settings.data_dir)?;
+        let (requeued, failed) = store.recover_interrupted(MAX_ATTEMPTS)?;
+        if requeued + failed > 0 {
+            tracing::warn!(
+                requeued,
+                failed,
+                "jobs interrupted by the last shutdown or crash"
+            );
+        }
+        let mut options = RenderOptions {
+            // Services report glyphs no font has as warnings rather than failing the request.
+            missing_glyph: MissingGlyph::Skip,
+            ..Default::default()
+        };
+        if let Some(font) = &settings.font {
+            options.font = font.clone();
+        }
+        let renderer = Renderer::new(options)?;
+        let llm = settings
+            .llm_url
+            .as_deref()
+            .map(|url| crate::poster::llm_config(url, &settings.llm_model));
+        let key_hashes = settings
+            .api_key_hashes
+            .iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        let limiter = RateLimiter::new(settings.rate_limit_per_minute);
+        Ok(Arc::new(Shared {
+            settings,
+            store,
+            renderer,
+            llm,
+            hub: Hub::default(),
+            metrics: Metrics::default(),
+            model: RwLock::new(ModelState::Absent),
+            cancel_flags: Mutex::default(),
+            draining: AtomicBool::new(false),
+            interrupt: Arc::default(),
+            wake: Mutex::new(None),
+            limiter,
+            key_hashes,
+            shutdown: tokio::sync::watch::channel(false).0,
+        }))
+    }
+
+    pub fn model_state(&self) -> ModelState {
+        self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_model_state(&self, state: ModelState) {
+        *self.model.write().unwrap_or_else(|e| e.into_inner()) = state;
+    }
+
+    pub fn wake_worker(&self) {
+        if let Some(tx) = self.wake.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// A job is started at most this often: a crash during its first run requeues it, a crash
+/// during the second fails it with `interrupted` (so a job that kills the process cannot loop).
+pub const MAX_ATTEMPTS: u32 = 2;

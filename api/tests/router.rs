@@ -1,0 +1,996 @@
+//! Router tests: every endpoint and its errors through `app(state).oneshot(...)`.
+//!
+//! Generation flows use `GlyphEngine`, a stand-in at the engine boundary that paints the glyph
+//! mask instead of running diffusion (the crate has no tensors; the real model is exercised by
+//! the workspace's `tests/serve_process.rs`). Everything else is real: SQLite store, files,
+//! worker thread, planner, renderer.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use image::{GrayImage, RgbImage};
+use letterpress_api::{
+    AppState, EngineError, EngineInfo, EngineJob, PosterEngine, Settings, Shared, StepProgress,
+    StopToken, app, sha256_hex, spawn_worker,
+};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct GlyphEngine {
+    step_delay: Duration,
+}
+
+impl PosterEngine for GlyphEngine {
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            model: "glyph-test".into(),
+            schedulers: vec!["ddim".into(), "euler".into()],
+        }
+    }
+
+    fn generate(
+        &mut self,
+        job: &EngineJob,
+        progress: &mut dyn FnMut(StepProgress),
+        stop: &StopToken,
+    ) -> Result<Vec<RgbImage>, EngineError> {
+        let paint = |mask: &GrayImage, tint: u64| {
+            RgbImage::from_fn(mask.width(), mask.height(), |x, y| {
+                let v = mask.get_pixel(x, y).0[0];
+                image::Rgb([v, (tint % 251) as u8, 255 - v])
+            })
+        };
+        assert!(!job.prompt.contains("PANIC"), "a model bug");
+        for step in 1..=job.steps {
+            if stop.should_stop() {
+                return Err(EngineError::Stopped);
+            }
+            std::thread::sleep(self.step_delay);
+            let preview = (job.preview_every > 0 && step % job.preview_every == 0)
+                .then(|| paint(&job.glyph_mask, 0));
+            progress(StepProgress {
+                step,
+                steps: job.steps,
+                preview,
+            });
+        }
+        Ok((0..job.n)
+            .map(|i| paint(&job.glyph_mask, job.seed + u64::from(i)))
+            .collect())
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lp-router-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn settings(name: &str) -> Settings {
+    Settings {
+        data_dir: temp_dir(name),
+        rate_limit_per_minute: 0,
+        ..Settings::default()
+    }
+}
+
+/// A service without a model.
+fn plain(name: &str) -> AppState {
+    let state = Shared::new(settings(name)).unwrap();
+    spawn_worker(state.clone(), None);
+    state
+}
+
+/// A service whose worker has a `GlyphEngine`.
+fn with_engine(settings: Settings, step_delay: Duration) -> AppState {
+    let state = Shared::new(settings).unwrap();
+    spawn_worker(
+        state.clone(),
+        Some(Box::new(move || {
+            Ok(Box::new(GlyphEngine { step_delay }) as Box<dyn PosterEngine>)
+        })),
+    );
+    for _ in 0..500 {
+        if matches!(state.model_state(), letterpress_api::ModelState::Ready(_)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    state
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// Asserts the OpenAI error shape and returns (code, message, param).
+    fn error(&self, status: StatusCode) -> (String, String, Option<String>) {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let e = &self.json()["error"];
+        for k in ["code", "message", "param", "type"] {
+            assert!(e.get(k).is_some(), "error lacks {k}: {e}");
+        }
+        (
+            e["code"].as_str().unwrap().into(),
+            e["message"].as_str().unwrap().into(),
+            e["param"].as_str().map(Into::into),
+        )
+    }
+}
+
+async fn call(
+    state: &AppState,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::HOST, "test.local");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let res = app(state.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = tokio::time::timeout(Duration::from_secs(60), res.into_body().collect())
+        .await
+        .expect("body did not end")
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn post(state: &AppState, uri: &str, body: Value) -> Reply {
+    call(state, Method::POST, uri, &[], Some(body)).await
+}
+
+async fn get(state: &AppState, uri: &str) -> Reply {
+    call(state, Method::GET, uri, &[], None).await
+}
+
+/// `/v1/files/{id}` path of an absolute URL from an answer.
+fn path_of(url: &Value) -> String {
+    let url = url.as_str().unwrap();
+    url.strip_prefix("http://test.local")
+        .unwrap_or(url)
+        .to_string()
+}
+
+fn sse_events(body: &[u8]) -> Vec<(String, Value)> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|block| {
+            let mut kind = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(k) = line
+                    .strip_prefix("event: ")
+                    .or_else(|| line.strip_prefix("event:"))
+                {
+                    kind = Some(k.trim().to_string());
+                }
+                if let Some(d) = line
+                    .strip_prefix("data: ")
+                    .or_else(|| line.strip_prefix("data:"))
+                {
+                    data = serde_json::from_str(d.trim()).ok();
+                }
+            }
+            Some((kind?, data?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_endpoints() {
+    let state = plain("ops");
+    let r = get(&state, "/healthz").await;
+    assert_eq!(
+        (r.status, r.json()["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    assert!(r.headers.get("x-request-id").is_some(), "request id echoed");
+    let r = get(&state, "/readyz").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["generation"]["available"], json!(false));
+    let r = get(&state, "/metrics").await;
+    let text = String::from_utf8(r.body).unwrap();
+    for name in [
+        "letterpress_queue_depth 0",
+        "letterpress_jobs{status=\"succeeded\"}",
+        "letterpress_step_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+    let r = get(&state, "/openapi.json").await;
+    let doc = r.json();
+    assert_eq!(doc["openapi"], "3.0.3");
+    for path in [
+        "/v1/layouts",
+        "/v1/render",
+        "/v1/generations",
+        "/v1/generations/{id}/events",
+        "/v1/images/generations",
+        "/v1/files/{id}",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} undocumented");
+    }
+    assert_eq!(
+        doc["components"]["schemas"]["GenerationRequest"]["properties"]["steps"]["maximum"],
+        150
+    );
+    let r = get(&state, "/docs").await;
+    let html = String::from_utf8(r.body).unwrap();
+    assert!(html.contains("/v1/generations") && html.contains("GenerationRequest"));
+    let (code, ..) = get(&state, "/nowhere").await.error(StatusCode::NOT_FOUND);
+    assert_eq!(code, "not_found");
+    let r = call(&state, Method::DELETE, "/v1/layouts", &[], None).await;
+    r.error(StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        r.headers.get(header::ALLOW).is_some(),
+        "405 names the allowed methods"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layouts_plan_and_explain_bad_input() {
+    let state = plain("layouts");
+    let r = post(
+        &state,
+        "/v1/layouts",
+        json!({"prompt": "a poster that says 'GRAND OPENING' and 'Saturday 10am'", "seed": 3}),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let plan = r.json();
+    assert_eq!(plan["lines"].as_array().unwrap().len(), 2);
+    assert_eq!(plan["seed"], 3);
+    assert_eq!(plan["keywords"], json!(["GRAND OPENING", "Saturday 10am"]));
+    // Same seed, same plan; any accepted canvas works, even outside the planner's own range.
+    let again = post(
+        &state,
+        "/v1/layouts",
+        json!({"prompt": "a poster that says 'GRAND OPENING' and 'Saturday 10am'", "seed": 3}),
+    )
+    .await
+    .json();
+    assert_eq!(plan, again);
+    let wide = post(
+        &state,
+        "/v1/layouts",
+        json!({"prompt": "p", "keywords": ["SALE"], "width": 2048, "height": 64}),
+    )
+    .await;
+    assert_eq!(wide.status, StatusCode::OK);
+
+    let cases = [
+        (json!({"keywords": ["x"]}), "prompt", "required"),
+        (
+            json!({"prompt": "p", "width": 10}),
+            "width",
+            "from 64 to 2048",
+        ),
+        (
+            json!({"prompt": "p", "keywords": ["a", "b", "c", "d", "e", "f", "g", "h", "i"]}),
+            "keywords",
+            "at most 8",
+        ),
+        (
+            json!({"prompt": "p", "planner": "llm"}),
+            "planner",
+            "not configured",
+        ),
+        (json!({"prompt": "p", "seed": -1}), "seed", "whole number"),
+        (
+            json!({"prompt": "p", "colour": 1}),
+            "colour",
+            "unknown field",
+        ),
+        (json!(["prompt"]), "body", "JSON object"),
+    ];
+    for (body, param, words) in cases {
+        let (_, message, p) = post(&state, "/v1/layouts", body.clone())
+            .await
+            .error(StatusCode::BAD_REQUEST);
+        assert_eq!(p.as_deref(), Some(param), "{body}");
+        assert!(message.contains(words), "{body}: {message}");
+    }
+    let req = |ct: &'static str, body: &'static str| {
+        Request::post("/v1/layouts")
+            .header(header::CONTENT_TYPE, ct)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let res = app(state.clone())
+        .oneshot(req("text/plain", "{}"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let res = app(state.clone())
+        .oneshot(req("application/json", "{\"prompt\": "))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let huge = json!({ "prompt": "x".repeat(2 << 20) });
+    let (code, message, _) = post(&state, "/v1/layouts", huge)
+        .await
+        .error(StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(code, "request_too_large");
+    assert!(message.contains("1048576"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn render_answers_png_or_json_with_char_boxes() {
+    let state = plain("render");
+    let layout = json!({"width": 320, "height": 160, "lines": [{"text": "Hi there", "bbox": [20, 20, 300, 120], "color": "#ff0000"}]});
+    let r = post(&state, "/v1/render", json!({ "layout": layout })).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers[header::CONTENT_TYPE], "image/png");
+    let mask = image::load_from_memory(&r.body).unwrap().to_luma8();
+    assert_eq!(mask.dimensions(), (320, 160));
+    assert!(mask.pixels().any(|p| p.0[0] == 255), "text is drawn white");
+
+    let r = post(&state, "/v1/render", json!({ "layout": layout, "format": "json", "segmentation": true, "preview": true, "inverse": true })).await;
+    let body = r.json();
+    let boxes = body["char_boxes"].as_array().unwrap();
+    assert_eq!(boxes.len(), "Hithere".len(), "one box per inked character");
+    assert_eq!(boxes[0]["char"], "H");
+    use base64::Engine as _;
+    for key in ["mask_png_b64", "segmentation_png_b64", "preview_png_b64"] {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(body[key].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            image::load_from_memory(&bytes).unwrap().width(),
+            320,
+            "{key}"
+        );
+    }
+
+    let line = |extra: Value| {
+        let mut l = json!({"text": "a", "bbox": [0, 0, 50, 50]});
+        l.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"layout": {"width": 64, "height": 64, "lines": [l]}})
+    };
+    let cases = [
+        (json!({}), "layout"),
+        (
+            json!({"layout": {"width": 0, "height": 64}}),
+            "layout.width",
+        ),
+        (
+            json!({"layout": {"width": 4000, "height": 64}}),
+            "layout.width",
+        ),
+        (line(json!({"bbox": [0, 0, 10]})), "layout.lines[0].bbox"),
+        (line(json!({"font": "/etc/passwd"})), "layout.lines[0].font"),
+        (line(json!({"color": "red"})), "layout.lines[0].color"),
+        (line(json!({"bbox": [10, 10, 5, 5]})), "layout"),
+    ];
+    for (body, param) in cases {
+        let (_, _, p) = post(&state, "/v1/render", body.clone())
+            .await
+            .error(StatusCode::BAD_REQUEST);
+        assert_eq!(p.as_deref(), Some(param), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_model_generations_answer_503_saying_how_to_give_one() {
+    let state = plain("nomodel");
+    // Validation comes first: a bad request is told what is wrong.
+    let (_, message, param) = post(
+        &state,
+        "/v1/generations",
+        json!({"prompt": "p", "steps": 151}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST);
+    assert_eq!(param.as_deref(), Some("steps"));
+    assert!(message.contains("1 to 150"), "{message}");
+    let (code, message, _) = post(&state, "/v1/generations", json!({"prompt": "p"}))
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(code, "model_not_loaded");
+    assert!(
+        message.contains("--model-dir") && message.contains("LETTERPRESS_MODEL_DIR"),
+        "{message}"
+    );
+    let (code, ..) = post(&state, "/v1/images/generations", json!({"prompt": "p"}))
+        .await
+        .error(StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(code, "model_not_loaded");
+    // Planning and rendering still work.
+    assert_eq!(
+        post(&state, "/v1/layouts", json!({"prompt": "'x'"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generation_runs_streams_events_and_serves_files() {
+    let dir_settings = settings("gen");
+    let data_dir = dir_settings.data_dir.clone();
+    let state = with_engine(dir_settings.clone(), Duration::ZERO);
+    let body = json!({"prompt": "a poster that says 'OPEN'", "width": 256, "height": 128, "n": 2, "seed": 9, "steps": 4, "preview_every": 2, "output_format": "webp"});
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &[("prefer", "wait=30")],
+        Some(body),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    assert_eq!(r.headers["preference-applied"], "wait=30");
+    let job = r.json();
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["input"]["seed"], 9);
+    assert_eq!(
+        job["input"]["scheduler"], "ddim",
+        "the model's first scheduler is the default"
+    );
+    assert_eq!(
+        job["urls"]["get"],
+        format!("http://test.local/v1/generations/{id}")
+    );
+    let images = job["output"]["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2);
+    let f = get(&state, &path_of(&images[1]["url"])).await;
+    assert_eq!(f.headers[header::CONTENT_TYPE], "image/webp");
+    let img = image::load_from_memory(&f.body).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (256, 128));
+    assert_eq!(
+        img.get_pixel(0, 0).0[1],
+        10,
+        "image 1 painted with seed 9 + 1"
+    );
+    let mask = get(&state, &path_of(&job["output"]["mask"]["url"])).await;
+    assert_eq!(image::load_from_memory(&mask.body).unwrap().width(), 256);
+    let layout = get(&state, &path_of(&job["output"]["layout"]["url"]))
+        .await
+        .json();
+    assert_eq!(layout["lines"][0]["text"], "OPEN");
+
+    let r = get(&state, &format!("/v1/generations/{id}")).await;
+    assert_eq!(r.json()["status"], "succeeded");
+
+    let r = get(&state, &format!("/v1/generations/{id}/events")).await;
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/event-stream");
+    let events = sse_events(&r.body);
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "queued",
+            "layout",
+            "rendering",
+            "step",
+            "step",
+            "step",
+            "step",
+            "succeeded"
+        ]
+    );
+    assert_eq!(
+        events[4].1,
+        json!({"step": 2, "steps": 4}),
+        "previews are live-only, not replayed"
+    );
+    let r = call(
+        &state,
+        Method::GET,
+        &format!("/v1/generations/{id}/events"),
+        &[("last-event-id", "6")],
+        None,
+    )
+    .await;
+    let kinds: Vec<String> = sse_events(&r.body).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(kinds, ["step", "succeeded"], "Last-Event-ID resumes");
+
+    let text = String::from_utf8(get(&state, "/metrics").await.body).unwrap();
+    assert!(text.contains("letterpress_step_seconds_count 4"), "{text}");
+    assert!(
+        text.contains("letterpress_jobs{status=\"succeeded\"} 1"),
+        "{text}"
+    );
+
+    // b64_json embeds the images; the OpenAI shim answers in OpenAI's shape.
+    let r = post(&state, "/v1/generations", json!({"prompt": "'B64'", "width": 64, "height": 64, "steps": 1, "response_format": "b64_json"})).await;
+    let id2 = r.json()["id"].as_str().unwrap().to_string();
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &[("prefer", "wait=30")],
+        Some(json!({"prompt": "'C'", "width": 64, "height": 64, "steps": 1})),
+    )
+    .await;
+    assert_eq!(r.json()["status"], "succeeded");
+    let r = get(&state, &format!("/v1/generations/{id2}")).await.json();
+    assert!(
+        r["output"]["images"][0]["b64_json"]
+            .as_str()
+            .is_some_and(|s| s.len() > 20),
+        "{r}"
+    );
+    let r = post(&state, "/v1/images/generations", json!({"prompt": "'HELLO'", "size": "128x64", "n": 1, "response_format": "b64_json", "model": "dall-e-3"})).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let body = r.json();
+    use base64::Engine as _;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(body["data"][0]["b64_json"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(image::load_from_memory(&png).unwrap().width(), 128);
+    let (_, message, param) = post(
+        &state,
+        "/v1/images/generations",
+        json!({"prompt": "p", "size": "100x100"}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST);
+    assert_eq!(param.as_deref(), Some("size"));
+    assert!(message.contains("512x512"), "{message}");
+
+    // Restart on the same data directory: the job and its files are still there.
+    let base_count = std::fs::read_dir(data_dir.join("files")).unwrap().count();
+    drop(state);
+    let state = plain_on(dir_settings);
+    let r = get(&state, &format!("/v1/generations/{id}")).await.json();
+    assert_eq!(r["status"], "succeeded");
+    assert_eq!(
+        get(&state, &path_of(&r["output"]["images"][0]["url"]))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        std::fs::read_dir(data_dir.join("files")).unwrap().count(),
+        base_count
+    );
+}
+
+fn plain_on(settings: Settings) -> AppState {
+    let state = Shared::new(settings).unwrap();
+    spawn_worker(state.clone(), None);
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_replay_or_conflict() {
+    let state = with_engine(settings("idem"), Duration::ZERO);
+    let body = json!({"prompt": "'A'", "width": 64, "height": 64, "steps": 1, "seed": 1});
+    let first = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &[("idempotency-key", "k-1")],
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let again = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &[("idempotency-key", "k-1")],
+        Some(body),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(first.json()["id"], again.json()["id"]);
+    let other = json!({"prompt": "'B'", "width": 64, "height": 64, "steps": 1, "seed": 1});
+    let (code, ..) = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &[("idempotency-key", "k-1")],
+        Some(other.clone()),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(code, "idempotency_key_reused");
+    let long = "k".repeat(256);
+    let (_, _, param) = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &[("idempotency-key", &long)],
+        Some(other),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST);
+    assert_eq!(param.as_deref(), Some("Idempotency-Key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_queue_bound_and_timeout() {
+    let mut s = settings("cancel");
+    s.queue_capacity = 1;
+    let state = with_engine(s, Duration::from_millis(20));
+    let slow = json!({"prompt": "'SLOW'", "width": 64, "height": 64, "steps": 150});
+    let running = post(&state, "/v1/generations", slow.clone()).await.json();
+    let running_id = running["id"].as_str().unwrap().to_string();
+    // Wait until the worker has taken it, so the next one waits in the queue.
+    for _ in 0..500 {
+        if get(&state, &format!("/v1/generations/{running_id}"))
+            .await
+            .json()["status"]
+            != "queued"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let queued = post(&state, "/v1/generations", slow.clone()).await;
+    assert_eq!(queued.status, StatusCode::CREATED);
+    let queued_id = queued.json()["id"].as_str().unwrap().to_string();
+    let full = post(&state, "/v1/generations", slow.clone()).await;
+    let (code, ..) = full.error(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(code, "queue_full");
+    assert!(full.headers.get(header::RETRY_AFTER).is_some());
+
+    // A queued job is canceled at once; the running one between steps.
+    let r = post(
+        &state,
+        &format!("/v1/generations/{queued_id}/cancel"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(r.json()["status"], "canceled");
+    post(
+        &state,
+        &format!("/v1/generations/{running_id}/cancel"),
+        json!({}),
+    )
+    .await;
+    let events = sse_events(
+        &get(&state, &format!("/v1/generations/{running_id}/events"))
+            .await
+            .body,
+    );
+    assert_eq!(events.last().unwrap().0, "canceled");
+    assert!(
+        events.iter().filter(|(k, _)| k == "step").count() < 150,
+        "stopped early"
+    );
+    assert_eq!(
+        get(&state, &format!("/v1/generations/{running_id}"))
+            .await
+            .json()["status"],
+        "canceled"
+    );
+
+    let mut s = settings("timeout");
+    s.job_timeout_secs = 1;
+    let state = with_engine(s, Duration::from_millis(20));
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &[("prefer", "wait=30")],
+        Some(slow),
+    )
+    .await
+    .json();
+    assert_eq!(r["status"], "failed", "{r}");
+    assert_eq!(r["error"]["code"], "timeout");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("job_timeout_secs")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ids_and_traversal_are_not_found() {
+    let state = with_engine(settings("ids"), Duration::ZERO);
+    for uri in [
+        "/v1/generations/gen_00000000000000000000000000000000",
+        "/v1/generations/..%2F..%2Fletterpress.sqlite3",
+        "/v1/generations/x/events",
+        "/v1/files/..%2Fletterpress.sqlite3",
+        "/v1/files/file_..%2F..%2F..%2Fetc%2Fpasswd",
+        "/v1/files/%2E%2E",
+        "/v1/files/file_00000000000000000000000000000000",
+    ] {
+        let r = get(&state, uri).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{uri}");
+    }
+    let (code, ..) = post(
+        &state,
+        "/v1/generations/gen_00000000000000000000000000000000/cancel",
+        json!({}),
+    )
+    .await
+    .error(StatusCode::NOT_FOUND);
+    assert_eq!(code, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_rate_limits_ownership_and_ttl() {
+    let mut s = settings("keys");
+    s.api_key_hashes = vec![sha256_hex("alpha-key"), sha256_hex("beta-key")];
+    s.rate_limit_per_minute = 3;
+    s.file_ttl_secs = 0;
+    let state = with_engine(s, Duration::ZERO);
+    let layouts = json!({"prompt": "'K'"});
+    let r = post(&state, "/v1/layouts", layouts.clone()).await;
+    let (code, ..) = r.error(StatusCode::UNAUTHORIZED);
+    assert_eq!(code, "missing_api_key");
+    assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Bearer");
+    let (code, ..) = call(
+        &state,
+        Method::POST,
+        "/v1/layouts",
+        &[("authorization", "Bearer nope")],
+        Some(layouts.clone()),
+    )
+    .await
+    .error(StatusCode::UNAUTHORIZED);
+    assert_eq!(code, "invalid_api_key");
+    assert_eq!(
+        get(&state, "/healthz").await.status,
+        StatusCode::OK,
+        "health needs no key"
+    );
+
+    let alpha = [("authorization", "Bearer alpha-key"), ("prefer", "wait=30")];
+    let job = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &alpha,
+        Some(json!({"prompt": "'K'", "width": 64, "height": 64, "steps": 1})),
+    )
+    .await
+    .json();
+    let id = job["id"].as_str().unwrap();
+    let beta = [("authorization", "Bearer beta-key")];
+    let r = call(
+        &state,
+        Method::GET,
+        &format!("/v1/generations/{id}"),
+        &beta,
+        None,
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "another key cannot see the job"
+    );
+    // file_ttl_secs = 0: files expire at once.
+    let r = call(
+        &state,
+        Method::GET,
+        &path_of(&job["output"]["mask"]["url"]),
+        &alpha[..1],
+        None,
+    )
+    .await;
+    let (code, ..) = r.error(StatusCode::GONE);
+    assert_eq!(code, "file_expired");
+    // alpha's third request of its 3 a minute passes, the fourth waits.
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/layouts",
+        &alpha[..1],
+        Some(layouts.clone()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/layouts",
+        &alpha[..1],
+        Some(layouts.clone()),
+    )
+    .await;
+    let (code, ..) = r.error(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(code, "rate_limit_exceeded");
+    assert!(
+        r.headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let r = call(&state, Method::POST, "/v1/layouts", &beta, Some(layouts)).await;
+    assert_eq!(r.status, StatusCode::OK, "limits are per key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_admits_figma_null_origin_when_configured() {
+    let mut s = settings("cors");
+    s.cors_origins = vec!["null".into(), "https://www.figma.com".into()];
+    let state = plain_on(s);
+    let preflight = [
+        ("origin", "null"),
+        ("access-control-request-method", "POST"),
+        (
+            "access-control-request-headers",
+            "content-type,authorization",
+        ),
+    ];
+    let r = call(&state, Method::OPTIONS, "/v1/render", &preflight, None).await;
+    assert_eq!(r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "null");
+    let r = call(
+        &state,
+        Method::GET,
+        "/healthz",
+        &[("origin", "https://evil.example")],
+        None,
+    )
+    .await;
+    assert!(r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
+    let state = plain("nocors");
+    let r = call(&state, Method::GET, "/healthz", &[("origin", "null")], None).await;
+    assert!(
+        r.headers.get(header::ACCESS_CONTROL_ALLOW_ORIGIN).is_none(),
+        "CORS is off by default"
+    );
+}
+
+#[test]
+fn server_errors_hide_their_cause() {
+    use axum::response::IntoResponse;
+    let res = letterpress_api::ApiError::internal("disk /secret/path full").into_response();
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let body = rt.block_on(res.into_body().collect()).unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        !text.contains("secret") && text.contains("internal_error"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_limits_are_enforced_and_published() {
+    let mut s = settings("limits");
+    s.max_side = 256;
+    s.max_steps = 8;
+    s.max_n = 2;
+    let state = with_engine(s, Duration::ZERO);
+    let (_, message, param) = post(
+        &state,
+        "/v1/generations",
+        json!({"prompt": "p", "width": 512}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST);
+    assert_eq!(param.as_deref(), Some("width"));
+    assert!(message.contains("from 64 to 256"), "{message}");
+    let (_, message, _) = post(
+        &state,
+        "/v1/generations",
+        json!({"prompt": "p", "steps": 9}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST);
+    assert!(message.contains("1 to 8"), "{message}");
+    let (_, _, param) = post(
+        &state,
+        "/v1/images/generations",
+        json!({"prompt": "p", "size": "512x512"}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST);
+    assert_eq!(param.as_deref(), Some("size"));
+    let doc = get(&state, "/openapi.json").await.json();
+    let props = &doc["components"]["schemas"]["GenerationRequest"]["properties"];
+    assert_eq!(
+        (
+            props["width"]["maximum"].as_u64(),
+            props["steps"]["maximum"].as_u64(),
+            props["n"]["maximum"].as_u64()
+        ),
+        (Some(256), Some(8), Some(2))
+    );
+    assert_eq!(
+        props["scheduler"]["enum"],
+        json!(["ddim", "euler"]),
+        "the loaded model's schedulers"
+    );
+    let sizes = &doc["components"]["schemas"]["OpenAIImageRequest"]["properties"]["size"]["enum"];
+    assert!(sizes.as_array().unwrap().iter().all(|s| {
+        s.as_str()
+            .unwrap()
+            .split('x')
+            .all(|v| v.parse::<u32>().unwrap() <= 256)
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_model_fails_its_job_and_the_worker_goes_on() {
+    let state = with_engine(settings("panic"), Duration::ZERO);
+    let wait = [("prefer", "wait=30")];
+    let small = |p: &str| json!({"prompt": p, "width": 64, "height": 64, "steps": 1});
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &wait,
+        Some(small("'PANIC'")),
+    )
+    .await
+    .json();
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["error"]["code"], "generation_failed");
+    assert!(
+        !r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model bug"),
+        "no internals"
+    );
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &wait,
+        Some(small("'FINE'")),
+    )
+    .await
+    .json();
+    assert_eq!(r["status"], "succeeded");
+}
