@@ -2,7 +2,7 @@
 # (idempotent; seconds when everything is already there).
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench bench-unet fixtures
+.PHONY: setup demo test lint bench bench-unet bench-pipeline fixtures
 
 setup:
 	@scripts/setup
@@ -26,6 +26,9 @@ lint:
 fixtures:
 	@scripts/setup --oracle
 	.venv/bin/python tools/make_fixtures.py
+	.venv/bin/python tools/make_scheduler_fixtures.py
+	.venv/bin/python tools/make_single_file_fixtures.py
+	.venv/bin/python tools/make_pipeline_fixtures.py
 
 bench: setup
 	$(CARGO) build --release --quiet
@@ -37,3 +40,9 @@ bench-unet:
 	@scripts/setup --oracle
 	$(CARGO) build --release --quiet
 	target/release/letterpress bench unet
+
+# A whole ControlNet generation (20 DDIM steps, 256x256, SD 1.5 configurations) against diffusers.
+bench-pipeline:
+	@scripts/setup --oracle
+	$(CARGO) build --release --quiet
+	target/release/letterpress bench pipeline

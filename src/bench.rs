@@ -29,6 +29,9 @@ pub enum BenchCommand {
     /// One ControlNet + UNet forward (SD 1.5 configuration) against diffusers
     /// (tools/bench_unet_diffusers.py).
     Unet(crate::bench_unet::UnetBenchArgs),
+    /// A whole ControlNet generation (20 DDIM steps, 256×256, SD 1.5 configurations) against
+    /// diffusers' pipeline (tools/bench_pipeline_diffusers.py).
+    Pipeline(crate::bench_pipeline::PipelineBenchArgs),
 }
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
@@ -36,6 +39,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Render { n, python } => bench_render(n, python),
         BenchCommand::Layout { n } => bench_layout(n),
         BenchCommand::Unet(args) => crate::bench_unet::run(args),
+        BenchCommand::Pipeline(args) => crate::bench_pipeline::run(args),
     }
 }
 

@@ -36,7 +36,7 @@ pub struct UnetBenchArgs {
 
 const BATCH: i64 = 2;
 
-fn median(mut xs: Vec<f64>) -> f64 {
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
     if n % 2 == 1 {
@@ -47,7 +47,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`), in MB.
-fn peak_rss_mb() -> Result<f64> {
+pub(crate) fn peak_rss_mb() -> Result<f64> {
     let status =
         std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let kb: f64 = status

@@ -1,10 +1,15 @@
 //! `letterpress`: the command-line front end. It parses arguments and calls the library crates.
 
 mod bench;
+mod bench_pipeline;
 mod bench_unet;
 mod eval_cmd;
+mod generate_cmd;
 mod layout_cmd;
+mod png_meta;
 mod render_cmd;
+mod serve_cmd;
+mod serve_engine;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -29,9 +34,15 @@ enum Command {
     /// Measure generated images: OCR legibility (MARIO-Eval metrics).
     #[command(subcommand)]
     Eval(eval_cmd::EvalCommand),
+    /// Generate images with a diffusion model, the text drawn from a layout.
+    Generate(generate_cmd::GenerateArgs),
+    /// Plan, render and generate a poster from one prompt.
+    Poster(generate_cmd::PosterArgs),
     /// Benchmarks that print a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Serve the HTTP poster-generation API.
+    Serve(serve_cmd::ServeArgs),
 }
 
 fn main() {
@@ -40,14 +51,21 @@ fn main() {
         // thread per engine is faster in bulk. SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("OMP_THREAD_LIMIT", "1") };
     }
+    let cli = Cli::parse();
+    // The service logs each request (with its request id) by default; the CLI only warnings.
+    let default_log = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LETTERPRESS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(e) = run(Cli::parse()) {
+    if let Err(e) = run(cli) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
@@ -59,5 +77,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Render(args) => render_cmd::run(args),
         Command::Eval(cmd) => eval_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Serve(args) => serve_cmd::run(args),
+        Command::Generate(args) => generate_cmd::run_generate(args),
+        Command::Poster(args) => generate_cmd::run_poster(args),
     }
 }

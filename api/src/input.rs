@@ -25,6 +25,8 @@ pub const MAX_RENDER_SIDE: u32 = 2048;
 pub const MAX_COORD: i64 = 16384;
 /// Seeds are stored as i64 by torch; `null` picks one at random.
 pub const MAX_SEED: u64 = i64::MAX as u64;
+/// Random seeds stay below 2^53 so JavaScript clients echo them back exactly.
+pub const RANDOM_SEED_MASK: u64 = (1 << 53) - 1;
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
 
 /// A JSON object being read; what is left at the end is an unknown field.
@@ -413,7 +415,7 @@ impl GenerationInput {
         let n = f.uint("n", 1, MAX_N.into(), 1)?.unwrap_or(1) as u32;
         let seed = f
             .nullable_uint("seed", 0, MAX_SEED)?
-            .unwrap_or_else(|| rand::random::<u64>() & MAX_SEED);
+            .unwrap_or_else(|| rand::random::<u64>() & RANDOM_SEED_MASK);
         let steps = f.uint("steps", 1, MAX_STEPS.into(), 1)?.unwrap_or(20) as u32;
         let guidance_scale = f
             .number("guidance_scale", 0.0, MAX_GUIDANCE)?

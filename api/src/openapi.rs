@@ -42,6 +42,28 @@ fn ok_json(description: &str, schema: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
 }
 
+/// OpenAPI links from a created job to the operations that take its id (stateful testing,
+/// generated clients).
+fn with_links(mut response: Value) -> Value {
+    let id = json!({ "id": "$response.body#/id" });
+    response["links"] = json!({
+        "GetGeneration": { "operationId": "getGeneration", "parameters": id },
+        "GenerationEvents": { "operationId": "generationEvents", "parameters": id },
+        "CancelGeneration": { "operationId": "cancelGeneration", "parameters": id },
+    });
+    response
+}
+
+/// Links from a finished job to its files.
+fn with_file_links(mut response: Value) -> Value {
+    response["links"] = json!({
+        "GetMask": { "operationId": "getFile", "parameters": { "id": "$response.body#/output/mask/id" } },
+        "GetLayout": { "operationId": "getFile", "parameters": { "id": "$response.body#/output/layout/id" } },
+        "GetImage": { "operationId": "getFile", "parameters": { "id": "$response.body#/output/images/0/id" } },
+    });
+    response
+}
+
 fn id_param(prefix: &str) -> Value {
     json!([{ "name": "id", "in": "path", "required": true,
              "description": format!("`{prefix}` and 32 hex digits"),
@@ -53,6 +75,11 @@ pub fn document(state: &AppState) -> Value {
     let schedulers: Vec<String> = match state.model_state() {
         ModelState::Ready(info) => info.schedulers,
         _ => Vec::new(),
+    };
+    let planners: Vec<&str> = if state.llm.is_some() {
+        vec!["typographic", "llm"]
+    } else {
+        vec!["typographic"]
     };
     let scheduler_schema = if schedulers.is_empty() {
         json!({ "type": "string", "minLength": 1, "maxLength": 64, "description": "A scheduler of the loaded model (see /readyz)." })
@@ -139,7 +166,7 @@ pub fn document(state: &AppState) -> Value {
                         "width": { "type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE, "default": 512 },
                         "height": { "type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE, "default": 512 },
                         "seed": { "type": "integer", "minimum": 0, "maximum": MAX_SEED, "nullable": true, "description": "null or absent: random (echoed)." },
-                        "planner": { "type": "string", "enum": ["typographic", "llm"], "default": "typographic" }
+                        "planner": { "type": "string", "enum": planners, "default": "typographic", "description": "\"llm\" only when the server has llm_url." }
                     }
                 },
                 "Plan": {
@@ -159,8 +186,8 @@ pub fn document(state: &AppState) -> Value {
                         "layout": { "$ref": "#/components/schemas/Layout" },
                         "format": { "type": "string", "enum": ["png", "json"], "default": "png" },
                         "inverse": { "type": "boolean", "default": false, "description": "Black text on white (GlyphControl)." },
-                        "segmentation": { "type": "boolean", "default": false, "description": "Add TextDiffuser's character-segmentation map (format json only)." },
-                        "preview": { "type": "boolean", "default": false, "description": "Add a preview for people (format json only)." }
+                        "segmentation": { "type": "boolean", "default": false, "description": "Add TextDiffuser's character-segmentation map (format json; ignored with png)." },
+                        "preview": { "type": "boolean", "default": false, "description": "Add a preview for people (format json; ignored with png)." }
                     }
                 },
                 "Rendering": {
@@ -264,12 +291,12 @@ pub fn document(state: &AppState) -> Value {
                 "parameters": [ { "name": "Idempotency-Key", "in": "header", "required": false, "schema": { "type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY, "pattern": "^[!-~]+$" } } ],
                 "requestBody": json_body("GenerationRequest"),
                 "responses": merge(json!({
-                    "201": ok_json("Created.", "Generation"),
+                    "201": with_links(ok_json("Created.", "Generation")),
                     "200": ok_json("Replayed: an earlier request with this Idempotency-Key.", "Generation") }), error_responses(&gen_errors))
             } },
             "/v1/generations/{id}": { "get": {
                 "summary": "Read a generation", "operationId": "getGeneration", "parameters": id_param("gen_"),
-                "responses": merge(json!({ "200": ok_json("The generation.", "Generation") }), error_responses(&read_errors))
+                "responses": merge(json!({ "200": with_file_links(ok_json("The generation.", "Generation")) }), error_responses(&read_errors))
             } },
             "/v1/generations/{id}/events": { "get": {
                 "summary": "Follow a generation", "operationId": "generationEvents", "parameters": id_param("gen_"),

@@ -403,7 +403,6 @@ async fn render_answers_png_or_json_with_char_boxes() {
         (line(json!({"font": "/etc/passwd"})), "layout.lines[0].font"),
         (line(json!({"color": "red"})), "layout.lines[0].color"),
         (line(json!({"bbox": [10, 10, 5, 5]})), "layout"),
-        (json!({"layout": layout, "segmentation": true}), "format"),
     ];
     for (body, param) in cases {
         let (_, _, p) = post(&state, "/v1/render", body.clone())

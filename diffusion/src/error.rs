@@ -69,6 +69,14 @@ pub enum Error {
         #[source]
         source: tch::TchError,
     },
+
+    /// A generation request that cannot run (the message says what is allowed).
+    #[error("invalid request: {0}")]
+    Request(String),
+
+    /// The caller's cancel flag was set between steps.
+    #[error("generation canceled")]
+    Canceled,
 }
 
 /// At most 20 keys in a message; the full lists stay in the error value.

@@ -25,7 +25,10 @@ mod controlnet;
 mod embeddings;
 mod error;
 mod layers;
+pub mod pipelines;
 mod resnet;
+pub mod schedulers;
+mod single_file;
 mod tokenizer;
 mod unet_2d;
 mod unet_2d_blocks;
@@ -35,6 +38,11 @@ mod weights;
 pub use clip::{ClipTextConfig, ClipTextModel};
 pub use controlnet::{ControlNetConfig, ControlNetModel};
 pub use error::{Error, Result};
+pub use schedulers::{NoiseSource, Scheduler, SchedulerKind, load_scheduler};
+pub use single_file::{
+    SdVersion, SingleFile, SingleFileOptions, StableDiffusionModels, load_controlnet,
+    load_stable_diffusion,
+};
 pub use tokenizer::ClipTokenizer;
 pub use unet_2d::{
     ControlResiduals, PerBlock, PerBlockFlag, UNet2DConditionConfig, UNet2DConditionModel,

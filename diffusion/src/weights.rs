@@ -202,9 +202,9 @@ impl PipelineFolder {
     }
 }
 
-const PICKLE_EXTENSIONS: [&str; 4] = ["bin", "ckpt", "pt", "pth"];
+pub(crate) const PICKLE_EXTENSIONS: [&str; 4] = ["bin", "ckpt", "pt", "pth"];
 
-fn refuse_pickle(path: &Path) -> Result<()> {
+pub(crate) fn refuse_pickle(path: &Path) -> Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     if PICKLE_EXTENSIONS.contains(&ext) {
         let file = path
@@ -307,6 +307,17 @@ pub fn fill(
             }
         }
     }
+    fill_tensors(var_store, by_name, file)
+}
+
+/// As [`fill`], from tensors already read and renamed (single-file checkpoints); `source` names
+/// the file in errors.
+pub(crate) fn fill_tensors(
+    var_store: &nn::VarStore,
+    by_name: HashMap<String, Tensor>,
+    source: &Path,
+) -> Result<()> {
+    let file = source;
     let variables: BTreeMap<String, Tensor> = var_store.variables().into_iter().collect();
     let missing: Vec<String> = variables
         .keys()

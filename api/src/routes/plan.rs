@@ -12,6 +12,7 @@ use super::JsonBody;
 use crate::error::ApiError;
 use crate::input::{
     Fields, MAX_PROMPT_CHARS, MAX_RENDER_SIDE, MAX_SEED, MAX_SIDE, MIN_SIDE, OutputFormat,
+    RANDOM_SEED_MASK,
 };
 use crate::poster::{self, PlannerChoice};
 use crate::state::AppState;
@@ -35,7 +36,7 @@ pub async fn layouts(
         .unwrap_or(512) as u32;
     let seed = f
         .nullable_uint("seed", 0, MAX_SEED)?
-        .unwrap_or_else(|| rand::random::<u64>() & MAX_SEED);
+        .unwrap_or_else(|| rand::random::<u64>() & RANDOM_SEED_MASK);
     let choice = match f.choice("planner", &["typographic", "llm"])?.as_deref() {
         Some("llm") if state.llm.is_none() => {
             return Err(ApiError::invalid(
@@ -90,12 +91,7 @@ pub async fn render(
     let inverse = f.boolean("inverse")?.unwrap_or(false);
     let segmentation = f.boolean("segmentation")?.unwrap_or(false);
     let preview = f.boolean("preview")?.unwrap_or(false);
-    if !as_json && (segmentation || preview) {
-        return Err(ApiError::invalid(
-            "format",
-            "segmentation and preview come only with format \"json\"",
-        ));
-    }
+    // With format png the body is the mask alone; segmentation and preview need json.
     tokio::task::spawn_blocking(move || -> Result<Response, ApiError> {
         let rendering = state.renderer.render(&layout).map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_layout", e.to_string())
