@@ -437,8 +437,8 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
       }),
     );
     gallery.prepend(...cards);
-    if (host.insert && (field("addText").checked || results.length)) {
-      // Figma: results go straight onto the canvas; the card buttons insert again.
+    if (host.insert && results.length) {
+      // Figma: results go straight onto the canvas; the card buttons insert one again.
       host.insert(results, bareLayout(job.input.layout ?? editor.layout), field("addText").checked);
     }
   };
