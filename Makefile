@@ -2,7 +2,7 @@
 # (idempotent; seconds when everything is already there).
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench bench-unet bench-pipeline fixtures
+.PHONY: setup demo test lint bench bench-unet bench-pipeline fixtures fuzz-api
 
 setup:
 	@scripts/setup
@@ -31,9 +31,18 @@ fixtures:
 	.venv/bin/python tools/make_pipeline_fixtures.py
 
 bench: setup
+	@scripts/setup --bench
 	$(CARGO) build --release --quiet
 	target/release/letterpress bench render
 	target/release/letterpress bench layout
+	scripts/bench-api
+
+# Schemathesis against the running API's /openapi.json (tiny fixture model): ≥ 1,000 requests,
+# zero 5xx, zero schema violations.
+fuzz-api: setup
+	@scripts/setup --bench
+	$(CARGO) build --release --quiet
+	scripts/fuzz-api
 
 # ControlNet + UNet forward (SD 1.5 configuration, random weights) against diffusers.
 bench-unet:

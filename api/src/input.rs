@@ -387,10 +387,33 @@ pub const GENERATION_FIELDS: &[&str] = &[
 pub const OUTPUT_FORMATS: &[&str] = &["png", "jpeg", "webp"];
 pub const RESPONSE_FORMATS: &[&str] = &["url", "b64_json"];
 
+/// The generation limits a server publishes: the hard limits above, or lower ones an operator
+/// sets to cap the cost of a job (`max_side`, `max_steps`, `max_n`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_side: u32,
+    pub max_steps: u32,
+    pub max_n: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_side: MAX_SIDE,
+            max_steps: MAX_STEPS,
+            max_n: MAX_N,
+        }
+    }
+}
+
 impl GenerationInput {
     /// Reads a `POST /v1/generations` body. `schedulers` are the model's (first = default);
     /// with none loaded any name passes here and the 503 comes later.
-    pub fn from_json(body: Value, schedulers: &[String]) -> Result<GenerationInput, ApiError> {
+    pub fn from_json(
+        body: Value,
+        schedulers: &[String],
+        limits: &Limits,
+    ) -> Result<GenerationInput, ApiError> {
         let mut f = Fields::new(body, GENERATION_FIELDS, "")?;
         let prompt = f.required_string("prompt", 1, MAX_PROMPT_CHARS)?;
         let negative_prompt = f
@@ -399,24 +422,32 @@ impl GenerationInput {
         let keywords = f.keywords("keywords")?;
         let layout = f.layout("layout", MAX_SIDE)?;
         let side = |f: &mut Fields, k: &str| {
-            f.uint(k, MIN_SIDE.into(), MAX_SIDE.into(), SIDE_MULTIPLE.into())
-                .map(|v| v.map(|v| v as u32))
+            f.uint(
+                k,
+                MIN_SIDE.into(),
+                limits.max_side.into(),
+                SIDE_MULTIPLE.into(),
+            )
+            .map(|v| v.map(|v| v as u32))
         };
         let width = side(&mut f, "width")?;
         let height = side(&mut f, "height")?;
         // Without explicit sides a given layout's canvas is the size (rounded to 8).
-        let round8 = |v: u32| (v.div_ceil(SIDE_MULTIPLE) * SIDE_MULTIPLE).clamp(MIN_SIDE, MAX_SIDE);
+        let round8 =
+            |v: u32| (v.div_ceil(SIDE_MULTIPLE) * SIDE_MULTIPLE).clamp(MIN_SIDE, limits.max_side);
         let width = width
             .or(layout.as_ref().map(|l| round8(l.width)))
             .unwrap_or(512);
         let height = height
             .or(layout.as_ref().map(|l| round8(l.height)))
             .unwrap_or(512);
-        let n = f.uint("n", 1, MAX_N.into(), 1)?.unwrap_or(1) as u32;
+        let n = f.uint("n", 1, limits.max_n.into(), 1)?.unwrap_or(1) as u32;
         let seed = f
             .nullable_uint("seed", 0, MAX_SEED)?
             .unwrap_or_else(|| rand::random::<u64>() & RANDOM_SEED_MASK);
-        let steps = f.uint("steps", 1, MAX_STEPS.into(), 1)?.unwrap_or(20) as u32;
+        let steps = f
+            .uint("steps", 1, limits.max_steps.into(), 1)?
+            .unwrap_or(20.min(limits.max_steps.into())) as u32;
         let guidance_scale = f
             .number("guidance_scale", 0.0, MAX_GUIDANCE)?
             .unwrap_or(7.5);
@@ -476,7 +507,7 @@ mod tests {
     use serde_json::json;
 
     fn read(body: Value) -> Result<GenerationInput, ApiError> {
-        GenerationInput::from_json(body, &["ddim".into(), "euler".into()])
+        GenerationInput::from_json(body, &["ddim".into(), "euler".into()], &Limits::default())
     }
 
     #[test]

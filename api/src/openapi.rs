@@ -9,10 +9,16 @@ use crate::state::{AppState, ModelState};
 /// Sides offered through the OpenAI shim's `size` (`WxH` from any two of these).
 pub const OPENAI_SIDES: &[u32] = &[64, 128, 256, 512, 768, 1024, 1536, 1792, 2048];
 
-pub fn openai_sizes() -> Vec<String> {
-    OPENAI_SIDES
+/// `WxH` for every pair of [`OPENAI_SIDES`] up to `max_side`.
+pub fn openai_sizes(max_side: u32) -> Vec<String> {
+    let sides: Vec<u32> = OPENAI_SIDES
         .iter()
-        .flat_map(|w| OPENAI_SIDES.iter().map(move |h| format!("{w}x{h}")))
+        .copied()
+        .filter(|s| *s <= max_side)
+        .collect();
+    sides
+        .iter()
+        .flat_map(|w| sides.iter().map(move |h| format!("{w}x{h}")))
         .collect()
 }
 
@@ -118,9 +124,15 @@ pub fn document(state: &AppState) -> Value {
         ("404", "No such generation (or not yours)."),
         ("429", "Rate limited."),
     ];
-    let side = |desc: &str| json!({ "type": "integer", "minimum": MIN_SIDE, "maximum": MAX_SIDE, "multipleOf": SIDE_MULTIPLE, "description": desc });
+    let limits = state.settings.limits();
+    let side = |desc: &str| json!({ "type": "integer", "minimum": MIN_SIDE, "maximum": limits.max_side, "multipleOf": SIDE_MULTIPLE, "description": desc });
     let sse = json!({ "description": "Server-sent events until the job ends: `queued`, `layout`, `rendering`, `step` ({step, steps, preview?}), `requeued`, then `succeeded`, `failed` or `canceled`. Each has an `id`; send `Last-Event-ID` to resume.",
-                      "content": { "text/event-stream": { "schema": { "type": "string" } } } });
+                      "content": { "text/event-stream": { "schema": {
+                          "type": "object", "description": "One event; `data` is a JSON object.",
+                          "properties": {
+                              "id": { "type": "string" },
+                              "event": { "type": "string", "enum": ["queued", "layout", "rendering", "step", "requeued", "succeeded", "failed", "canceled"] },
+                              "data": { "type": "string" } } } } } });
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -211,9 +223,9 @@ pub fn document(state: &AppState) -> Value {
                         "layout": { "$ref": "#/components/schemas/Layout" },
                         "width": side("Default 512 (or the layout's width rounded up to 8)."),
                         "height": side("Default 512 (or the layout's height rounded up to 8)."),
-                        "n": { "type": "integer", "minimum": 1, "maximum": MAX_N, "default": 1 },
+                        "n": { "type": "integer", "minimum": 1, "maximum": limits.max_n, "default": 1 },
                         "seed": { "type": "integer", "minimum": 0, "maximum": MAX_SEED, "nullable": true, "description": "null or absent: random; always echoed in input.seed. Image i uses seed + i." },
-                        "steps": { "type": "integer", "minimum": 1, "maximum": MAX_STEPS, "default": 20 },
+                        "steps": { "type": "integer", "minimum": 1, "maximum": limits.max_steps, "default": 20.min(limits.max_steps) },
                         "guidance_scale": { "type": "number", "minimum": 0, "maximum": MAX_GUIDANCE, "default": 7.5 },
                         "scheduler": scheduler_schema,
                         "controlnet_conditioning_scale": { "type": "number", "minimum": 0, "maximum": MAX_CONTROLNET_SCALE, "default": 1.0 },
@@ -248,8 +260,8 @@ pub fn document(state: &AppState) -> Value {
                     "properties": {
                         "prompt": { "type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS },
                         "model": { "type": "string", "maxLength": 256, "description": "Accepted and ignored: the server's model paints." },
-                        "n": { "type": "integer", "minimum": 1, "maximum": MAX_N, "default": 1 },
-                        "size": { "type": "string", "enum": openai_sizes(), "default": "512x512" },
+                        "n": { "type": "integer", "minimum": 1, "maximum": limits.max_n, "default": 1 },
+                        "size": { "type": "string", "enum": openai_sizes(limits.max_side), "default": "512x512" },
                         "response_format": { "type": "string", "enum": RESPONSE_FORMATS, "default": "url" },
                         "output_format": { "type": "string", "enum": OUTPUT_FORMATS, "default": "png" },
                         "quality": { "type": "string", "maxLength": 64 },
@@ -257,7 +269,7 @@ pub fn document(state: &AppState) -> Value {
                         "user": { "type": "string", "maxLength": 256 },
                         "seed": { "type": "integer", "minimum": 0, "maximum": MAX_SEED, "nullable": true },
                         "negative_prompt": { "type": "string", "maxLength": MAX_PROMPT_CHARS },
-                        "steps": { "type": "integer", "minimum": 1, "maximum": MAX_STEPS },
+                        "steps": { "type": "integer", "minimum": 1, "maximum": limits.max_steps },
                         "guidance_scale": { "type": "number", "minimum": 0, "maximum": MAX_GUIDANCE }
                     }
                 },

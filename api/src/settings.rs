@@ -57,6 +57,13 @@ pub struct Settings {
     pub llm_model: String,
     /// Worker step previews are PNGs of this longest side. Default 256.
     pub preview_side: u32,
+    /// Largest width/height a generation may ask for (64–2048, a multiple of 8); lower it to
+    /// cap the cost of a job on small machines. `/openapi.json` publishes it. Default 2048.
+    pub max_side: u32,
+    /// Most denoising steps a generation may ask for (1–150). Default 150.
+    pub max_steps: u32,
+    /// Most images per generation (1–8). Default 8.
+    pub max_n: u32,
 }
 
 impl Default for Settings {
@@ -81,6 +88,9 @@ impl Default for Settings {
             llm_url: None,
             llm_model: "textdiffuser-2-planner".into(),
             preview_side: 256,
+            max_side: crate::input::MAX_SIDE,
+            max_steps: crate::input::MAX_STEPS,
+            max_n: crate::input::MAX_N,
         }
     }
 }
@@ -106,6 +116,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("llm_url", Kind::Text),
     ("llm_model", Kind::Text),
     ("preview_side", Kind::Integer),
+    ("max_side", Kind::Integer),
+    ("max_steps", Kind::Integer),
+    ("max_n", Kind::Integer),
 ];
 
 #[derive(Clone, Copy)]
@@ -127,6 +140,15 @@ pub enum SettingsError {
 }
 
 impl Settings {
+    /// The generation limits this server publishes and enforces.
+    pub fn limits(&self) -> crate::input::Limits {
+        crate::input::Limits {
+            max_side: self.max_side,
+            max_steps: self.max_steps,
+            max_n: self.max_n,
+        }
+    }
+
     /// Defaults, overlaid by `file` (when given) and by `LETTERPRESS_*` variables from `env`.
     pub fn load(
         file: Option<&Path>,
@@ -198,6 +220,18 @@ impl Settings {
         }
         if self.preview_side < 16 {
             return Err("preview_side must be at least 16".into());
+        }
+        use crate::input::{MAX_N, MAX_SIDE, MAX_STEPS, MIN_SIDE, SIDE_MULTIPLE};
+        if !(MIN_SIDE..=MAX_SIDE).contains(&self.max_side) || self.max_side % SIDE_MULTIPLE != 0 {
+            return Err(format!(
+                "max_side must be {MIN_SIDE} to {MAX_SIDE} and a multiple of {SIDE_MULTIPLE}"
+            ));
+        }
+        if !(1..=MAX_STEPS).contains(&self.max_steps) {
+            return Err(format!("max_steps must be 1 to {MAX_STEPS}"));
+        }
+        if !(1..=MAX_N).contains(&self.max_n) {
+            return Err(format!("max_n must be 1 to {MAX_N}"));
         }
         for h in &self.api_key_hashes {
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {

@@ -122,7 +122,17 @@ fn run_job(state: &AppState, engine: Option<&mut (dyn PosterEngine + 'static)>, 
     let deadline = Instant::now() + Duration::from_secs(state.settings.job_timeout_secs);
     let stop = StopToken::new(canceled, state.interrupt.clone(), Some(deadline));
     let outcome = match serde_json::from_value::<GenerationInput>(job.input.clone()) {
-        Ok(input) => execute(state, engine, &job, &input, &stop),
+        // A panic inside the model must not take the worker (and every later job) with it.
+        Ok(input) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            execute(state, engine, &job, &input, &stop)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!("the job panicked");
+            Outcome::Failed {
+                code: "generation_failed",
+                message: "the model failed to generate; the server log has the details".into(),
+            }
+        }),
         Err(e) => Outcome::Failed {
             code: "invalid_input",
             message: format!("stored input unreadable: {e}"),

@@ -43,6 +43,7 @@ impl PosterEngine for GlyphEngine {
                 image::Rgb([v, (tint % 251) as u8, 255 - v])
             })
         };
+        assert!(!job.prompt.contains("PANIC"), "a model bug");
         for step in 1..=job.steps {
             if stop.should_stop() {
                 return Err(EngineError::Stopped);
@@ -901,4 +902,95 @@ fn server_errors_hide_their_cause() {
         !text.contains("secret") && text.contains("internal_error"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_limits_are_enforced_and_published() {
+    let mut s = settings("limits");
+    s.max_side = 256;
+    s.max_steps = 8;
+    s.max_n = 2;
+    let state = with_engine(s, Duration::ZERO);
+    let (_, message, param) = post(
+        &state,
+        "/v1/generations",
+        json!({"prompt": "p", "width": 512}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST);
+    assert_eq!(param.as_deref(), Some("width"));
+    assert!(message.contains("from 64 to 256"), "{message}");
+    let (_, message, _) = post(
+        &state,
+        "/v1/generations",
+        json!({"prompt": "p", "steps": 9}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST);
+    assert!(message.contains("1 to 8"), "{message}");
+    let (_, _, param) = post(
+        &state,
+        "/v1/images/generations",
+        json!({"prompt": "p", "size": "512x512"}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST);
+    assert_eq!(param.as_deref(), Some("size"));
+    let doc = get(&state, "/openapi.json").await.json();
+    let props = &doc["components"]["schemas"]["GenerationRequest"]["properties"];
+    assert_eq!(
+        (
+            props["width"]["maximum"].as_u64(),
+            props["steps"]["maximum"].as_u64(),
+            props["n"]["maximum"].as_u64()
+        ),
+        (Some(256), Some(8), Some(2))
+    );
+    assert_eq!(
+        props["scheduler"]["enum"],
+        json!(["ddim", "euler"]),
+        "the loaded model's schedulers"
+    );
+    let sizes = &doc["components"]["schemas"]["OpenAIImageRequest"]["properties"]["size"]["enum"];
+    assert!(sizes.as_array().unwrap().iter().all(|s| {
+        s.as_str()
+            .unwrap()
+            .split('x')
+            .all(|v| v.parse::<u32>().unwrap() <= 256)
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_model_fails_its_job_and_the_worker_goes_on() {
+    let state = with_engine(settings("panic"), Duration::ZERO);
+    let wait = [("prefer", "wait=30")];
+    let small = |p: &str| json!({"prompt": p, "width": 64, "height": 64, "steps": 1});
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &wait,
+        Some(small("'PANIC'")),
+    )
+    .await
+    .json();
+    assert_eq!(r["status"], "failed");
+    assert_eq!(r["error"]["code"], "generation_failed");
+    assert!(
+        !r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("model bug"),
+        "no internals"
+    );
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &wait,
+        Some(small("'FINE'")),
+    )
+    .await
+    .json();
+    assert_eq!(r["status"], "succeeded");
 }

@@ -183,7 +183,7 @@ pub async fn create(
         ModelState::Ready(info) => info.schedulers,
         _ => Vec::new(),
     };
-    let input = GenerationInput::from_json(body.clone(), &schedulers)?;
+    let input = GenerationInput::from_json(body.clone(), &schedulers, &state.settings.limits())?;
     require_model(&state)?;
     let (mut job, created) = submit(&state, &caller, &input, key.as_deref(), &body)?;
     let wait = prefer_wait(&headers, state.settings.max_wait_secs);

@@ -12,8 +12,7 @@ use super::{JsonBody, base_url, job_json};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::{
-    Fields, GenerationInput, MAX_N, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, OUTPUT_FORMATS,
-    RESPONSE_FORMATS,
+    Fields, GenerationInput, MAX_PROMPT_CHARS, MAX_SEED, OUTPUT_FORMATS, RESPONSE_FORMATS,
 };
 use crate::state::{AppState, ModelState};
 use crate::store::Status;
@@ -44,6 +43,7 @@ pub async fn create(
         ModelState::Ready(info) => info.schedulers,
         _ => Vec::new(),
     };
+    let limits = state.settings.limits();
     // Translate to a generation request; OpenAI's own fields either map or are accepted and unused.
     let mut f = Fields::new(body.clone(), OPENAI_FIELDS, "")?;
     let mut g = Map::new();
@@ -55,17 +55,18 @@ pub async fn create(
     f.string("quality", 0, 64)?;
     f.string("style", 0, 64)?;
     f.string("user", 0, 256)?;
-    if let Some(n) = f.uint("n", 1, MAX_N.into(), 1)? {
+    if let Some(n) = f.uint("n", 1, limits.max_n.into(), 1)? {
         g.insert("n".into(), json!(n));
     }
     if let Some(size) = f.string("size", 1, 16)? {
         let parsed = size
             .split_once('x')
             .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
-        let sides = crate::openapi::OPENAI_SIDES;
-        let Some((w, h)) = parsed.filter(|(w, h)| sides.contains(w) && sides.contains(h)) else {
-            let list = sides
+        let sizes = crate::openapi::openai_sizes(limits.max_side);
+        let Some((w, h)) = parsed.filter(|_| sizes.contains(&size)) else {
+            let list = crate::openapi::OPENAI_SIDES
                 .iter()
+                .filter(|s| **s <= limits.max_side)
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -89,20 +90,21 @@ pub async fn create(
     if let Some(neg) = f.string("negative_prompt", 0, MAX_PROMPT_CHARS)? {
         g.insert("negative_prompt".into(), json!(neg));
     }
-    if let Some(steps) = f.uint("steps", 1, MAX_STEPS.into(), 1)? {
+    if let Some(steps) = f.uint("steps", 1, limits.max_steps.into(), 1)? {
         g.insert("steps".into(), json!(steps));
     }
     if let Some(gs) = f.number("guidance_scale", 0.0, crate::input::MAX_GUIDANCE)? {
         g.insert("guidance_scale".into(), json!(gs));
     }
-    let input = GenerationInput::from_json(Value::Object(g), &schedulers).map_err(|mut e| {
-        // width/height came from `size`.
-        if matches!(e.param.as_deref(), Some("width" | "height")) {
-            e.message = format!("size: {}", e.message);
-            e.param = Some("size".into());
-        }
-        e
-    })?;
+    let input =
+        GenerationInput::from_json(Value::Object(g), &schedulers, &limits).map_err(|mut e| {
+            // width/height came from `size`.
+            if matches!(e.param.as_deref(), Some("width" | "height")) {
+                e.message = format!("size: {}", e.message);
+                e.param = Some("size".into());
+            }
+            e
+        })?;
     require_model(&state)?;
     let (job, _) = submit(&state, &caller, &input, None, &body)?;
     let job = wait_for(&state, &job.id, state.settings.openai_wait_secs).await?;

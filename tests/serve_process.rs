@@ -1,0 +1,278 @@
+//! `letterpress serve` as a real process with the tiny fixture ControlNet pipeline: generate,
+//! follow the events to the end, shut down with SIGTERM, restart, and find the finished job and
+//! its files; a job running at SIGTERM is requeued; the real `openai` Python client works.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const MODEL: &str = "diffusion/tests/fixtures/pipeline/sd1-controlnet";
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_letterpress"))
+            .current_dir(root)
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--model-dir",
+                MODEL,
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("LETTERPRESS_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting letterpress serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        let server = Server { child, base };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while server.get("/readyz").0 != 200 {
+            assert!(Instant::now() < deadline, "the model did not load");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(600)))
+            .build()
+            .into()
+    }
+
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let mut res = Self::agent()
+            .get(format!("{}{path}", self.base))
+            .call()
+            .unwrap();
+        let mut body = Vec::new();
+        res.body_mut().as_reader().read_to_end(&mut body).unwrap();
+        (res.status().as_u16(), body)
+    }
+
+    fn get_json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = Self::agent()
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut res = req.send(body.to_string()).unwrap();
+        let text = res.body_mut().read_to_string().unwrap();
+        (res.status().as_u16(), serde_json::from_str(&text).unwrap())
+    }
+
+    /// Server-sent events of a job until the stream ends: (event, data).
+    fn events(&self, id: &str) -> Vec<(String, Value)> {
+        let res = Self::agent()
+            .get(format!("{}/v1/generations/{id}/events", self.base))
+            .call()
+            .unwrap();
+        let mut events = Vec::new();
+        let mut kind = String::new();
+        for line in BufReader::new(res.into_body().into_reader()).lines() {
+            let line = line.unwrap();
+            if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                events.push((kind.clone(), serde_json::from_str(d.trim()).unwrap()));
+            }
+        }
+        events
+    }
+
+    /// SIGTERM, and the process must exit cleanly.
+    fn terminate(mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lp-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn path_of(url: &Value) -> String {
+    let url = url.as_str().unwrap();
+    url[url.find("/v1/").unwrap()..].to_string()
+}
+
+#[test]
+fn generate_follow_events_restart_and_find_the_job() {
+    let data = temp_dir("restart");
+    let server = Server::start(&data, &[]);
+    let body = json!({"prompt": "a poster that says 'OPEN'", "width": 64, "height": 64,
+                      "steps": 3, "n": 2, "seed": 5, "preview_every": 1, "scheduler": "euler"});
+    let (status, job) = server.post("/v1/generations", body, &[]);
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+
+    let events = server.events(&id);
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "queued",
+            "layout",
+            "rendering",
+            "step",
+            "step",
+            "step",
+            "succeeded"
+        ],
+        "{events:?}"
+    );
+    let steps: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|(k, _)| k == "step")
+        .map(|(_, d)| (d["step"].as_u64().unwrap(), d["steps"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(steps, [(1, 3), (2, 3), (3, 3)]);
+    assert_eq!(events[1].1["layout"]["lines"][0]["text"], "OPEN");
+
+    let job = server.get_json(&format!("/v1/generations/{id}"));
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["input"]["scheduler"], "euler");
+    let images = job["output"]["images"].as_array().unwrap().clone();
+    assert_eq!(images.len(), 2);
+    let mut files = Vec::new();
+    for img in &images {
+        let (status, bytes) = server.get(&path_of(&img["url"]));
+        assert_eq!(status, 200);
+        let decoded = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (64, 64));
+        files.push(bytes);
+    }
+    assert_ne!(files[0], files[1], "seeds 5 and 6 paint different images");
+    let metrics = String::from_utf8(server.get("/metrics").1).unwrap();
+    assert!(
+        metrics.contains("letterpress_step_seconds_count 3"),
+        "{metrics}"
+    );
+    server.terminate();
+
+    let server = Server::start(&data, &[]);
+    let again = server.get_json(&format!("/v1/generations/{id}"));
+    assert_eq!(again["status"], "succeeded");
+    for part in ["mask", "layout"] {
+        assert_eq!(again["output"][part]["id"], job["output"][part]["id"]);
+    }
+    assert_eq!(again["output"]["seed"], 5);
+    for (img, bytes) in images.iter().zip(&files) {
+        assert_eq!(
+            &server.get(&path_of(&img["url"])).1,
+            bytes,
+            "the file survived"
+        );
+    }
+    let replayed: Vec<String> = server.events(&id).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(replayed.last().map(String::as_str), Some("succeeded"));
+    server.terminate();
+}
+
+#[test]
+fn a_job_running_at_sigterm_is_requeued() {
+    let data = temp_dir("requeue");
+    let grace = [("LETTERPRESS_SHUTDOWN_GRACE_SECS", "0")];
+    let server = Server::start(&data, &grace);
+    let body = json!({"prompt": "'LONG'", "width": 128, "height": 128, "steps": 150, "seed": 1});
+    let (_, job) = server.post("/v1/generations", body, &[]);
+    let id = job["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.get_json(&format!("/v1/generations/{id}"))["status"] != "running" {
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.terminate();
+
+    let server = Server::start(&data, &grace);
+    let job = server.get_json(&format!("/v1/generations/{id}"));
+    assert!(
+        ["queued", "planning", "rendering", "running"].contains(&job["status"].as_str().unwrap()),
+        "{job}"
+    );
+    let (status, _) = server.post(&format!("/v1/generations/{id}/cancel"), json!({}), &[]);
+    assert_eq!(status, 200);
+    let kinds: Vec<String> = server.events(&id).into_iter().map(|(k, _)| k).collect();
+    assert!(kinds.contains(&"requeued".to_string()), "{kinds:?}");
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("canceled"),
+        "{kinds:?}"
+    );
+    server.terminate();
+}
+
+#[test]
+fn openai_python_client_works_against_the_server() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join(".venv/bin/python");
+    let check = Command::new(&python).args(["-c", "import openai"]).status();
+    assert!(
+        check.is_ok_and(|s| s.success()),
+        "the openai Python package is missing from .venv: run scripts/setup"
+    );
+    let server = Server::start(&temp_dir("openai"), &[]);
+    let out = Command::new(&python)
+        .arg(root.join("tests/openai_client.py"))
+        .arg(&server.base)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("openai client: ok"));
+    server.terminate();
+}
