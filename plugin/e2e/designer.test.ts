@@ -1,7 +1,8 @@
 // End to end: Debian's Chromium (driven by playwright-core) against a real `letterpress serve`
 // spawned here. Screenshots go to target/designer-e2e/ (LETTERPRESS_SCREENSHOTS overrides).
 //
-// The server gets the tiny diffusers fixture model (diffusion/tests/fixtures/sd1) so that
+// The server gets the tiny ControlNet fixture pipeline (diffusion/tests/fixtures/pipeline/
+// sd1-controlnet) so that
 // generation, progress and cancel run for real; LETTERPRESS_BIN names the binary (the Rust test
 // tests/designer.rs passes cargo's).
 import assert from "node:assert/strict";
@@ -17,7 +18,7 @@ import { readText } from "../web/src/png";
 const repo = resolve(process.cwd(), "..");
 const bin = process.env.LETTERPRESS_BIN ?? join(repo, "target/debug/letterpress");
 const shots = process.env.LETTERPRESS_SCREENSHOTS ?? join(repo, "target/designer-e2e");
-const model = process.env.LETTERPRESS_E2E_MODEL ?? join(repo, "diffusion/tests/fixtures/sd1");
+const model = process.env.LETTERPRESS_E2E_MODEL ?? join(repo, "diffusion/tests/fixtures/pipeline/sd1-controlnet");
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 // The machine notes' flags: no sandbox as root, and nothing that reaches for the network.
 const CHROMIUM_ARGS = [
@@ -172,24 +173,12 @@ describe("designer page against letterpress serve", () => {
   let context: BrowserContext;
   let page: Page;
   let dataDir: string;
-  let noModelReason = "";
 
   before(async () => {
     mkdirSync(shots, { recursive: true });
     dataDir = mkdtempSync(join(tmpdir(), "letterpress-e2e-"));
-    try {
-      server = await startServer(["--model-dir", model], dataDir);
-      await waitForModel(server);
-    } catch (e) {
-      const out = (e as { output?: string }).output ?? "";
-      // Until `letterpress serve` has the diffusion pipeline wired in, the page is tested
-      // without a model; any other start-up failure is a failure.
-      if (!/no diffusion pipeline yet/.test(out)) throw e;
-      noModelReason = "this build of letterpress serve cannot load a diffusion model yet";
-      console.log(`# NOTE: ${noModelReason}; generation, progress and cancel are skipped`);
-      server?.proc.kill();
-      server = await startServer([], dataDir);
-    }
+    server = await startServer(["--model-dir", model], dataDir);
+    await waitForModel(server);
     browser = await chromium.launch({ executablePath: chromiumPath, args: CHROMIUM_ARGS });
     context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1400, height: 1000 } });
     page = await context.newPage();
@@ -210,12 +199,7 @@ describe("designer page against letterpress serve", () => {
     assert.equal(await page.locator("#designer-missing").count(), 0, "the binary embedded the placeholder: run scripts/setup, then cargo build");
     const ready = page.locator('[data-testid="ready"]');
     await until("the readiness badge", async () => (await ready.textContent())?.trim());
-    if (noModelReason) {
-      assert.match((await ready.textContent()) ?? "", /generation unavailable/);
-      assert.ok(await page.locator('[data-action="generate"]').isDisabled(), "Generate is off without a model");
-    } else {
-      assert.match((await ready.textContent()) ?? "", /model:/);
-    }
+    assert.match((await ready.textContent()) ?? "", /model:/);
   });
 
   it("plans a layout, a dragged box moves the mask", async () => {
@@ -358,11 +342,7 @@ describe("designer page against letterpress serve", () => {
     await figmaPage.close();
   });
 
-  it("generates with progress; the result shows its seed; settings come back from the history", async (t) => {
-    if (noModelReason) {
-      t.skip(noModelReason);
-      return;
-    }
+  it("generates with progress; the result shows its seed; settings come back from the history", async () => {
     await page.fill('[name="seed"]', "1234");
     await page.fill('[name="steps"]', "4");
     await page.fill('[name="previewEvery"]', "1");
@@ -391,13 +371,9 @@ describe("designer page against letterpress serve", () => {
     assert.equal(await page.locator('[data-testid="box"]').count(), 3);
   });
 
-  it("cancels a running generation", async (t) => {
-    if (noModelReason) {
-      t.skip(noModelReason);
-      return;
-    }
+  it("cancels a running generation", async () => {
     await page.fill('[name="steps"]', "150");
-    await page.fill('[name="n"]', "8");
+    await page.fill('[name="n"]', "1");
     await page.fill('[name="previewEvery"]', "0");
     await page.click('[data-action="generate"]');
     await until("the first step", async () => (await page.getAttribute('[data-testid="progress"]', "data-status")) === "running", 60_000);
