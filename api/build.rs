@@ -20,7 +20,9 @@ fn main() {
              Run scripts/setup (npm ci && npm run build in plugin/), then rebuild.",
             dist.display()
         );
-        placeholder(&PathBuf::from(std::env::var_os("OUT_DIR").expect("set by cargo")))
+        placeholder(&PathBuf::from(
+            std::env::var_os("OUT_DIR").expect("set by cargo"),
+        ))
     };
     println!("cargo:rustc-env=LETTERPRESS_DESIGNER_DIR={}", dir.display());
 }
@@ -33,7 +35,11 @@ fn placeholder(out: &Path) -> PathBuf {
         not built when it was compiled. Run <code>scripts/setup</code> (it builds <code>plugin/</code> \
         with npm), then <code>cargo build</code> again. The API itself works: see \
         <a href=\"/docs\">/docs</a>.</p>";
-    for (name, body) in [("index.html", page), ("designer.js", ""), ("designer.css", "")] {
+    for (name, body) in [
+        ("index.html", page),
+        ("designer.js", ""),
+        ("designer.css", ""),
+    ] {
         std::fs::write(dir.join(name), body).expect("writing the placeholder designer");
     }
     dir

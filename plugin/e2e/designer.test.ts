@@ -339,6 +339,27 @@ describe("designer page against letterpress serve", () => {
     await until("the planned boxes", async () => (await frame.locator('[data-testid="box"]').count()) === 1 && /SUMMER/.test((await frame.locator('[data-testid="box"]').first().textContent()) ?? ""));
     assert.equal(await frame.locator('[data-testid="notice"].error').count(), 0, (await frame.textContent('[data-testid="notice"]')) ?? "");
     await figmaPage.screenshot({ path: join(shots, "04-figma-ui.png"), fullPage: true });
+
+    // Generating in the plug-in sends the PNGs to the sandbox to insert, with seed and prompt.
+    await frame.fill('[name="seed"]', "99");
+    await frame.fill('[name="steps"]', "2");
+    await frame.check('[name="addText"]');
+    await frame.click('[data-action="generate"]');
+    const insert = await until(
+      "the insert message",
+      () =>
+        figmaPage.evaluate(() => {
+          const msgs = (window as unknown as { pluginMessages: { type: string; images?: { bytes: Uint8Array; seed: number; prompt: string }[]; addText?: boolean; layout?: unknown }[] }).pluginMessages;
+          const m = msgs.find((x) => x.type === "insert");
+          return m ? { seeds: m.images?.map((i) => i.seed), prompt: m.images?.[0].prompt, head: Array.from(m.images?.[0].bytes.slice(0, 4) ?? []), addText: m.addText, layout: m.layout } : null;
+        }),
+      300_000,
+    );
+    assert.deepEqual(insert.seeds, [99]);
+    assert.equal(insert.prompt, "a poster that says 'SUMMER SALE'");
+    assert.deepEqual(insert.head, [137, 80, 78, 71], "PNG bytes");
+    assert.equal(insert.addText, true);
+    assert.equal((insert.layout as { width: number }).width, 512);
     await figmaPage.close();
   });
 

@@ -9,8 +9,7 @@ use crate::error::ApiError;
 
 const INDEX_HTML: &str = include_str!(concat!(env!("LETTERPRESS_DESIGNER_DIR"), "/index.html"));
 const DESIGNER_JS: &str = include_str!(concat!(env!("LETTERPRESS_DESIGNER_DIR"), "/designer.js"));
-const DESIGNER_CSS: &str =
-    include_str!(concat!(env!("LETTERPRESS_DESIGNER_DIR"), "/designer.css"));
+const DESIGNER_CSS: &str = include_str!(concat!(env!("LETTERPRESS_DESIGNER_DIR"), "/designer.css"));
 
 /// Browsers (`Accept: text/html`) get the designer; API clients the JSON index.
 pub async fn index(headers: HeaderMap) -> Response {
