@@ -1,7 +1,8 @@
 // The Figma plug-in's sandbox logic against a fake `figma` global: a page holding one frame
 // with text layers, and the Plugin API calls the plug-in makes, recorded.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { readFileSync, rmSync } from "node:fs";
 import { test } from "node:test";
 import { DEFAULT_SERVER, type FigmaApi, type NodeLike, layerName, readSelection, startPlugin } from "../figma/logic";
 
@@ -152,4 +153,12 @@ test("the manifest allows the configured server", () => {
   assert.ok(manifest.networkAccess.reasoning);
   const ui = readFileSync("figma/dist/ui.html", "utf8");
   assert.ok(!ui.includes("/*DESIGNER_UI_JS*/") && ui.includes("Letterpress designer"), "ui.html has the designer inlined");
+});
+
+test("a build for another server writes a manifest that allows it", () => {
+  execFileSync(process.execPath, ["build.mjs"], { env: { ...process.env, LETTERPRESS_SERVER: "https://posters.example.com/base/" } });
+  const manifest = JSON.parse(readFileSync("figma/dist/manifest.json", "utf8"));
+  rmSync("figma/dist/manifest.json");
+  assert.deepEqual(manifest.networkAccess.allowedDomains, ["https://posters.example.com"]);
+  assert.deepEqual([manifest.main, manifest.ui], ["code.js", "ui.html"]);
 });
