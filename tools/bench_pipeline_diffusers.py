@@ -70,7 +70,8 @@ def main():
     t0 = time.perf_counter()
     pipe = build()
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
-    pipe = pipe.to(args.device, dtype)
+    if args.device != "cpu" or dtype != torch.float32:
+        pipe = pipe.to(args.device, dtype)
     build_s = time.perf_counter() - t0
     control = Image.open(args.control).convert("RGB")
     print(json.dumps({"ready": True, "build_s": build_s}), flush=True)
