@@ -335,9 +335,13 @@ describe("designer page against letterpress serve", () => {
     assert.equal(await frame.inputValue('[name="keywords"]'), "SUMMER SALE");
     await until("the server's readiness, fetched cross-origin", async () => /model:|generation unavailable/.test((await frame.textContent('[data-testid="ready"]')) ?? ""));
     await until("the mask, rendered cross-origin", async () => Number((await frame.getAttribute('[data-testid="stage"]', "data-renders")) ?? 0) >= 1);
+    assert.equal(await frame.inputValue('[name="layoutSeed"]'), "");
     await frame.click('[data-action="plan"]');
-    await until("the planned boxes", async () => (await frame.locator('[data-testid="box"]').count()) === 1 && /SUMMER/.test((await frame.locator('[data-testid="box"]').first().textContent()) ?? ""));
-    assert.equal(await frame.locator('[data-testid="notice"].error').count(), 0, (await frame.textContent('[data-testid="notice"]')) ?? "");
+    await until("the plan", async () => (await frame.inputValue('[name="layoutSeed"]')) !== "");
+    assert.equal(await frame.locator('[data-testid="box"]').count(), 1);
+    assert.match((await frame.locator('[data-testid="box"]').first().textContent()) ?? "", /SUMMER/);
+    const notice = await frame.locator('[data-testid="notice"]').evaluate((n) => `${n.className}: ${n.textContent}`);
+    assert.doesNotMatch(notice, /error/, "no request failed (none went to the default server before the settings came)");
     await figmaPage.screenshot({ path: join(shots, "04-figma-ui.png"), fullPage: true });
 
     // Generating in the plug-in sends the PNGs to the sandbox to insert, with seed and prompt.
@@ -376,6 +380,15 @@ describe("designer page against letterpress serve", () => {
     await until("two results", async () => (await results.count()) === 2);
     assert.deepEqual(await results.locator('[data-testid="seed"]').allTextContents(), ["1234", "1235"]);
     await page.screenshot({ path: join(shots, "05-generated.png"), fullPage: true });
+
+    // Seeds are copyable, and reusable for one image.
+    await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: server.url });
+    await results.nth(1).locator("button:has-text('Copy seed')").click();
+    await until("the copied seed", async () => (await page.evaluate(() => navigator.clipboard.readText())) === "1235");
+    await results.nth(1).locator("button:has-text('Use seed')").click();
+    assert.equal(await page.inputValue('[name="seed"]'), "1235");
+    assert.equal(await page.inputValue('[name="n"]'), "1");
+    await page.fill('[name="seed"]', "1234");
 
     const [download] = await Promise.all([page.waitForEvent("download"), results.first().locator("button:has-text('Download PNG')").click()]);
     const text = readText(new Uint8Array(readFileSync(await download.path())));

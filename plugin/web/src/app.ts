@@ -161,7 +161,11 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
 
   // --- Server readiness: which schedulers, or why generation is off ---------------------------
   const ready = $<HTMLElement>(".ready");
+  // The Figma UI learns its server from the sandbox (clientStorage) a moment after it starts;
+  // until then it must not call the default one.
+  let connected = host.kind !== "figma";
   const refreshReady = guard(async () => {
+    if (!connected) return;
     const info = await client.ready();
     const g = info.generation;
     const select = $<HTMLSelectElement>('[name="scheduler"]');
@@ -182,6 +186,7 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
   let renderAgain = false;
   let renders = 0;
   const renderMask = async () => {
+    if (!connected) return;
     if (renderInFlight) {
       renderAgain = true;
       return;
@@ -536,7 +541,9 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
     client.apiKey = apiKey;
     field("server").value = server;
     field("apiKey").value = apiKey;
+    connected = true;
     refreshReady();
+    void renderMask();
   };
   button("connect").addEventListener("click", () => {
     setServer(field("server").value.trim(), field("apiKey").value);
