@@ -1,5 +1,6 @@
 //! The HTTP surface: `app(state)` builds the router, so tests drive it with `oneshot`.
 
+mod designer;
 mod files;
 mod generations;
 mod openai;
@@ -52,7 +53,8 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/docs", get(ops::docs))
-        .route("/", get(ops::index))
+        .route("/", get(designer::index))
+        .route("/assets/{name}", get(designer::asset))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
