@@ -10,9 +10,9 @@ mod generate_cmd;
 mod layout_cmd;
 mod png_meta;
 mod render_cmd;
-mod train_cmd;
 mod serve_cmd;
 mod serve_engine;
+mod train_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
