@@ -175,6 +175,21 @@ impl StableDiffusion {
                     c.unet.block_out_channels, unet.block_out_channels
                 )));
             }
+            // The hint encoder halves the control image once per block after the first; its
+            // output must land on the latent grid, which the VAE sets.
+            let hint_factor = 1i64
+                << c.conditioning_embedding_out_channels
+                    .len()
+                    .saturating_sub(1);
+            if hint_factor != self.vae_scale_factor() {
+                return Err(config_err(format!(
+                    "the ControlNet's control-image encoder downsamples {hint_factor}x \
+                     ({} conditioning_embedding_out_channels) but the VAE {}x: they cannot share \
+                     a latent grid (a ControlNet from another model family?)",
+                    c.conditioning_embedding_out_channels.len(),
+                    self.vae_scale_factor()
+                )));
+            }
         }
         Ok(())
     }
