@@ -338,9 +338,11 @@ fn controlnet_on_another_latent_grid_is_refused_at_load() {
     // sd1's VAE downsamples 2x, its ControlNet's hint encoder 8x: every generation would fail
     // on a shape mismatch, so loading says why instead.
     let sd1 = common::fixtures().join("sd1");
-    let e = StableDiffusion::load(&sd1, Some(&sd1.join("controlnet")), &LoadOptions::default())
-        .err()
-        .expect("a 2x VAE with an 8x ControlNet must not load")
-        .to_string();
+    let Err(e) =
+        StableDiffusion::load(&sd1, Some(&sd1.join("controlnet")), &LoadOptions::default())
+    else {
+        panic!("a 2x VAE with an 8x ControlNet must not load");
+    };
+    let e = e.to_string();
     assert!(e.contains("downsamples 8x") && e.contains("VAE 2x"), "{e}");
 }
