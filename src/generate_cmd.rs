@@ -425,7 +425,7 @@ fn run_generation(
 }
 
 /// A mask that is white inside text line `n` (1-based) of the layout, scaled to the output size.
-fn line_mask(
+pub(crate) fn line_mask(
     layout: Option<&Layout>,
     n: usize,
     width: u32,

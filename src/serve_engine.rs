@@ -12,7 +12,7 @@ use letterpress_api::{
     EngineError, EngineInfo, EngineJob, EngineLoader, PosterEngine, StepProgress, StopToken,
 };
 use letterpress_diffusion::pipelines::{
-    ControlSettings, GenerationRequest, ModelSource, StableDiffusion, TextConditioning,
+    ControlSettings, GenerationRequest, InitImage, ModelSource, StableDiffusion, TextConditioning,
 };
 use letterpress_diffusion::schedulers::{SchedulerConfig, build_scheduler};
 use letterpress_diffusion::{Error, LoadOptions, SchedulerKind};
@@ -143,6 +143,21 @@ impl PosterEngine for DiffusionEngine {
                     layout_tokens: layout_tokens(&job.layout),
                 };
             }
+        }
+        if let Some(init) = &job.init {
+            // The same line mask `letterpress generate --inpaint-line` uses (1-based there).
+            let mask = init
+                .inpaint_line
+                .map(|i| {
+                    crate::generate_cmd::line_mask(Some(&job.layout), i + 1, job.width, job.height)
+                })
+                .transpose()
+                .map_err(|e| EngineError::Unsupported(format!("{e:#}")))?;
+            request.init = Some(InitImage {
+                image: init.image.clone(),
+                strength: f64::from(init.strength),
+                mask,
+            });
         }
         // The pipeline checks one flag between steps; the stop token (cancel, timeout,
         // shutdown) is folded into it after every step.

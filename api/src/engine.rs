@@ -31,6 +31,20 @@ pub struct EngineJob {
     pub controlnet_conditioning_scale: f32,
     /// Decode a preview every this many steps; 0 = never.
     pub preview_every: u32,
+    /// Start from a picture instead of noise (regenerating a line of an earlier result).
+    pub init: Option<EngineInit>,
+}
+
+/// img2img inputs: the picture, how much of it is repainted, and optionally the one layout
+/// line to repaint in place (the rest is kept by the pipeline's masked-latent blending).
+#[derive(Debug, Clone)]
+pub struct EngineInit {
+    /// `width`×`height`.
+    pub image: RgbImage,
+    /// (0, 1].
+    pub strength: f32,
+    /// 0-based index into `layout.lines`, already checked to be in range.
+    pub inpaint_line: Option<usize>,
 }
 
 /// Progress reported after each denoising step.

@@ -28,6 +28,10 @@ pub const MAX_SEED: u64 = i64::MAX as u64;
 /// Random seeds stay below 2^53 so JavaScript clients echo them back exactly.
 pub const RANDOM_SEED_MASK: u64 = (1 << 53) - 1;
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// A file id or a base64 PNG; the server's `max_body_bytes` is the real cap.
+pub const MAX_INIT_IMAGE_CHARS: usize = 64 << 20;
+/// How much of the init image is repainted when the request does not say.
+pub const DEFAULT_STRENGTH: f64 = 0.75;
 
 /// A JSON object being read; what is left at the end is an unknown field.
 pub struct Fields {
@@ -364,6 +368,15 @@ pub struct GenerationInput {
     pub output_format: OutputFormat,
     pub response_format: ResponseFormat,
     pub preview_every: u32,
+    /// Start from this picture: a file id of an earlier result, or a base64 PNG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_image: Option<String>,
+    /// Repaint only this line (0-based index into `layout.lines`) of `init_image`, in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inpaint_line: Option<u32>,
+    /// With `init_image`: how much is repainted, (0, 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strength: Option<f64>,
 }
 
 pub const GENERATION_FIELDS: &[&str] = &[
@@ -382,6 +395,9 @@ pub const GENERATION_FIELDS: &[&str] = &[
     "output_format",
     "response_format",
     "preview_every",
+    "init_image",
+    "inpaint_line",
+    "strength",
 ];
 
 pub const OUTPUT_FORMATS: &[&str] = &["png", "jpeg", "webp"];
@@ -483,6 +499,17 @@ impl GenerationInput {
         let preview_every = f
             .uint("preview_every", 0, MAX_STEPS.into(), 1)?
             .unwrap_or(0) as u32;
+        let init_image = f.string("init_image", 1, MAX_INIT_IMAGE_CHARS)?;
+        let inpaint_line = f
+            .uint("inpaint_line", 0, (MAX_LINES - 1) as u64, 1)?
+            .map(|i| i as u32);
+        let strength = f.number("strength", 0.0, 1.0)?;
+        check_inpainting(
+            init_image.is_some(),
+            inpaint_line,
+            strength,
+            layout.as_ref(),
+        )?;
         Ok(GenerationInput {
             prompt,
             negative_prompt,
@@ -499,8 +526,55 @@ impl GenerationInput {
             output_format,
             response_format,
             preview_every,
+            init_image,
+            inpaint_line,
+            strength,
         })
     }
+}
+
+/// The img2img fields go together: a line needs a picture and the layout it indexes.
+fn check_inpainting(
+    has_init: bool,
+    inpaint_line: Option<u32>,
+    strength: Option<f64>,
+    layout: Option<&Layout>,
+) -> Result<(), ApiError> {
+    if strength == Some(0.0) {
+        return Err(ApiError::invalid(
+            "strength",
+            "strength must be above 0 (0 repaints nothing) and at most 1",
+        ));
+    }
+    if !has_init && (inpaint_line.is_some() || strength.is_some()) {
+        let field = if inpaint_line.is_some() {
+            "inpaint_line"
+        } else {
+            "strength"
+        };
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} needs init_image (the picture to repaint)"),
+        ));
+    }
+    if let Some(i) = inpaint_line {
+        let Some(layout) = layout else {
+            return Err(ApiError::invalid(
+                "inpaint_line",
+                "inpaint_line needs the layout whose line it names (send the result's layout)",
+            ));
+        };
+        if i as usize >= layout.lines.len() {
+            return Err(ApiError::invalid(
+                "inpaint_line",
+                format!(
+                    "inpaint_line {i} is out of range: the layout has {} line(s), numbered from 0",
+                    layout.lines.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -558,6 +632,26 @@ mod tests {
                 json!({"prompt": "p", "layout": {"width": 64, "height": 64, "lines": [{"text": "a", "bbox": [0, 0, 9, 9], "font": "../../etc/passwd"}]}}),
                 "layout.lines[0].font",
                 "not a file path",
+            ),
+            (
+                json!({"prompt": "p", "inpaint_line": 0}),
+                "inpaint_line",
+                "needs init_image",
+            ),
+            (
+                json!({"prompt": "p", "init_image": "file_x", "inpaint_line": 0}),
+                "inpaint_line",
+                "needs the layout",
+            ),
+            (
+                json!({"prompt": "p", "init_image": "file_x", "inpaint_line": 1, "layout": {"width": 64, "height": 64, "lines": [{"text": "a", "bbox": [0, 0, 9, 9]}]}}),
+                "inpaint_line",
+                "out of range: the layout has 1 line(s)",
+            ),
+            (
+                json!({"prompt": "p", "init_image": "file_x", "strength": 0}),
+                "strength",
+                "above 0",
             ),
         ];
         for (body, param, words) in cases {

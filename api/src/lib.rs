@@ -22,6 +22,7 @@ mod engine;
 mod error;
 mod hub;
 mod ids;
+mod init_image;
 mod input;
 mod metrics;
 mod openapi;
@@ -35,8 +36,8 @@ mod worker;
 
 pub use auth::sha256_hex;
 pub use engine::{
-    EngineError, EngineInfo, EngineJob, EngineLoader, PosterEngine, StepProgress, StopReason,
-    StopToken,
+    EngineError, EngineInfo, EngineInit, EngineJob, EngineLoader, PosterEngine, StepProgress,
+    StopReason, StopToken,
 };
 pub use error::ApiError;
 pub use routes::app;

@@ -133,6 +133,10 @@ pub fn document(state: &AppState) -> Value {
                               "id": { "type": "string" },
                               "event": { "type": "string", "enum": ["queued", "layout", "rendering", "step", "requeued", "succeeded", "failed", "canceled"] },
                               "data": { "type": "string" } } } } } });
+    // Built apart: one json! literal this deep reaches the macro recursion limit.
+    let init_image_schema = json!({ "type": "string", "minLength": 1, "description": "Start from this PNG instead of noise: the file id of one of your earlier generations' images (file_…) or a base64 PNG, width×height of this request." });
+    let inpaint_line_schema = json!({ "type": "integer", "minimum": 0, "maximum": MAX_LINES - 1, "description": "With init_image and layout: repaint only this line (0-based index into layout.lines) in place; the rest of the image is kept." });
+    let strength_schema = json!({ "type": "number", "minimum": 0, "exclusiveMinimum": true, "maximum": 1, "default": DEFAULT_STRENGTH, "description": "With init_image: how much is repainted." });
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -231,7 +235,10 @@ pub fn document(state: &AppState) -> Value {
                         "controlnet_conditioning_scale": { "type": "number", "minimum": 0, "maximum": MAX_CONTROLNET_SCALE, "default": 1.0 },
                         "output_format": { "type": "string", "enum": OUTPUT_FORMATS, "default": "png" },
                         "response_format": { "type": "string", "enum": RESPONSE_FORMATS, "default": "url", "description": "b64_json also embeds the images in output.images[].b64_json." },
-                        "preview_every": { "type": "integer", "minimum": 0, "maximum": MAX_STEPS, "default": 0, "description": "Attach a preview image to every k-th step event; 0 = none." }
+                        "preview_every": { "type": "integer", "minimum": 0, "maximum": MAX_STEPS, "default": 0, "description": "Attach a preview image to every k-th step event; 0 = none." },
+                        "init_image": init_image_schema,
+                        "inpaint_line": inpaint_line_schema,
+                        "strength": strength_schema
                     }
                 },
                 "FileRef": { "type": "object", "required": ["id", "url"], "properties": { "id": { "type": "string" }, "url": { "type": "string" }, "b64_json": { "type": "string", "nullable": true } } },

@@ -11,11 +11,12 @@ use image::{DynamicImage, ImageFormat, RgbImage};
 use serde_json::{Value, json};
 
 use crate::engine::{
-    EngineError, EngineJob, EngineLoader, PosterEngine, StepProgress, StopReason, StopToken,
+    EngineError, EngineInit, EngineJob, EngineLoader, PosterEngine, StepProgress, StopReason,
+    StopToken,
 };
 use crate::hub::LiveEvent;
 use crate::ids;
-use crate::input::{GenerationInput, OutputFormat};
+use crate::input::{DEFAULT_STRENGTH, GenerationInput, OutputFormat};
 use crate::poster::{self, PlannerChoice};
 use crate::state::{AppState, ModelState};
 use crate::store::{FileRecord, Job, Status, now_ms};
@@ -322,6 +323,21 @@ fn execute(
 
     // 3. Denoising.
     let _ = state.store.set_status(&job.id, Status::Running);
+    let init = match &input.init_image {
+        None => None,
+        // Checked at submit; the file may have expired since.
+        Some(r) => {
+            match crate::init_image::load(&state.store, &job.owner, r, (input.width, input.height))
+            {
+                Ok(image) => Some(EngineInit {
+                    image,
+                    strength: input.strength.unwrap_or(DEFAULT_STRENGTH) as f32,
+                    inpaint_line: input.inpaint_line.map(|i| i as usize),
+                }),
+                Err(e) => return fail("invalid_input", e.message),
+            }
+        }
+    };
     let engine_job = EngineJob {
         prompt: input.prompt.clone(),
         negative_prompt: input.negative_prompt.clone(),
@@ -336,6 +352,7 @@ fn execute(
         scheduler: input.scheduler.clone(),
         controlnet_conditioning_scale: input.controlnet_conditioning_scale as f32,
         preview_every: input.preview_every,
+        init,
     };
     let mut last_step = Instant::now();
     let preview_side = state.settings.preview_side;

@@ -44,6 +44,21 @@ impl PosterEngine for GlyphEngine {
             })
         };
         assert!(!job.prompt.contains("PANIC"), "a model bug");
+        if let Some(init) = &job.init {
+            // Hands the picture back with what it was asked marked in pixel (0, 0), so tests
+            // can check the worker passed image, line and strength through.
+            let mut out = init.image.clone();
+            out.put_pixel(
+                0,
+                0,
+                image::Rgb([
+                    init.inpaint_line.map_or(255, |i| i as u8),
+                    (init.strength * 100.0).round() as u8,
+                    7,
+                ]),
+            );
+            return Ok(vec![out; job.n as usize]);
+        }
         for step in 1..=job.steps {
             if stop.should_stop() {
                 return Err(EngineError::Stopped);
@@ -993,4 +1008,111 @@ async fn a_panicking_model_fails_its_job_and_the_worker_goes_on() {
     .await
     .json();
     assert_eq!(r["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_line_of_an_earlier_result_is_regenerated_from_its_file_or_base64() {
+    use base64::Engine as _;
+    let state = with_engine(settings("regen"), Duration::ZERO);
+    let layout = json!({"width": 128, "height": 64, "lines": [
+        {"text": "BIG", "bbox": [4, 4, 120, 30]},
+        {"text": "small", "bbox": [4, 36, 120, 60]}
+    ]});
+    let first = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &[("prefer", "wait=30")],
+        Some(json!({"prompt": "p", "layout": layout, "seed": 3, "steps": 2})),
+    )
+    .await
+    .json();
+    assert_eq!(first["status"], "succeeded", "{first}");
+    let image_id = first["output"]["images"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let original = get(&state, &path_of(&first["output"]["images"][0]["url"])).await;
+    let original_rgb = image::load_from_memory(&original.body).unwrap().to_rgb8();
+
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&original.body);
+    for reference in [image_id.clone(), format!("data:image/png;base64,{b64}")] {
+        let body = json!({"prompt": "p", "layout": layout, "seed": 4, "steps": 2,
+            "init_image": reference, "inpaint_line": 1, "strength": 0.5});
+        let r = call(
+            &state,
+            Method::POST,
+            "/v1/generations",
+            &[("prefer", "wait=30")],
+            Some(body),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let job = r.json();
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["input"]["inpaint_line"], 1);
+        assert_eq!(job["input"]["strength"], 0.5);
+        let f = get(&state, &path_of(&job["output"]["images"][0]["url"])).await;
+        let img = image::load_from_memory(&f.body).unwrap().to_rgb8();
+        assert_eq!(
+            img.get_pixel(0, 0).0,
+            [1, 50, 7],
+            "line and strength reach the engine"
+        );
+        assert_eq!(
+            img.get_pixel(60, 20),
+            original_rgb.get_pixel(60, 20),
+            "the engine got the image"
+        );
+    }
+
+    let mask_id = first["output"]["mask"]["id"].as_str().unwrap();
+    let cases = [
+        (
+            json!({"init_image": "file_doesnotexist000000000", "inpaint_line": 0}),
+            "init_image",
+            "no image file",
+        ),
+        (
+            json!({"init_image": mask_id, "inpaint_line": 0}),
+            "init_image",
+            "no image file",
+        ),
+        (
+            json!({"init_image": image_id, "inpaint_line": 2}),
+            "inpaint_line",
+            "out of range: the layout has 2 line(s)",
+        ),
+        (
+            json!({"init_image": image_id, "width": 256}),
+            "init_image",
+            "is 128×64 but the generation is 256×64",
+        ),
+        (
+            json!({"init_image": "bm90IGEgcG5n"}),
+            "init_image",
+            "not a PNG",
+        ),
+        (json!({"init_image": "%%%"}), "init_image", "base64 PNG"),
+    ];
+    for (extra, param, words) in cases {
+        let mut body = json!({"prompt": "p", "layout": layout, "steps": 2});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let (code, message, p) = post(&state, "/v1/generations", body)
+            .await
+            .error(StatusCode::BAD_REQUEST);
+        assert_eq!(
+            (code.as_str(), p.as_deref()),
+            ("invalid_value", Some(param)),
+            "{message}"
+        );
+        assert!(message.contains(words), "{message}");
+    }
 }

@@ -395,6 +395,32 @@ describe("designer page against letterpress serve", () => {
     assert.match(text.parameters, /Steps: 4, .*Seed: 1234/);
     assert.equal(JSON.parse(text.letterpress).seed, 1234);
 
+    // "Regenerate this line": select a result, then repaint its selected line in place.
+    const regenerate = page.locator('[data-action="regenerate-line"]');
+    assert.ok(await regenerate.isDisabled(), "no result selected yet");
+    await results.nth(1).locator("img").click();
+    await until("the selected result", async () => /selected/.test((await results.nth(1).getAttribute("class")) ?? ""));
+    await until("the button enabled", async () => regenerate.isEnabled());
+    const baseJob = await results.nth(1).getAttribute("data-job-id");
+    const selectedLine = await page.$$eval('[data-testid="box"]', (boxes) => boxes.findIndex((b) => b.classList.contains("selected")));
+    assert.ok(selectedLine >= 0, "a line is selected");
+    await regenerate.click();
+    await until("the regenerated result", async () => (await results.count()) === 3, 300_000);
+    await until("success", async () => (await page.getAttribute('[data-testid="progress"]', "data-status")) === "succeeded", 300_000);
+    const newJob = await results.first().getAttribute("data-job-id");
+    assert.notEqual(newJob, baseJob);
+    const job = (await (await fetch(`${server.url}/v1/generations/${newJob}`)).json()) as {
+      status: string;
+      input: { init_image: string; inpaint_line: number; n: number; steps: number };
+    };
+    const base = (await (await fetch(`${server.url}/v1/generations/${baseJob}`)).json()) as { output: { images: { id: string }[] } };
+    assert.equal(job.status, "succeeded");
+    assert.equal(job.input.init_image, base.output.images[1].id, "the selected image is repainted");
+    assert.equal(job.input.inpaint_line, selectedLine);
+    assert.deepEqual([job.input.n, job.input.steps], [1, 4], "the result's settings, one image");
+    assert.match((await page.locator('[data-testid="history-entry"]').first().textContent()) ?? "", /succeeded/);
+    await page.screenshot({ path: join(shots, "05b-regenerated-line.png"), fullPage: true });
+
     // The history survives a reload and restores the settings.
     await page.reload();
     const entry = page.locator('[data-testid="history-entry"]').first();

@@ -184,6 +184,14 @@ pub async fn create(
         _ => Vec::new(),
     };
     let input = GenerationInput::from_json(body.clone(), &schedulers, &state.settings.limits())?;
+    if let Some(reference) = &input.init_image {
+        crate::init_image::load(
+            &state.store,
+            &caller.owner,
+            reference,
+            (input.width, input.height),
+        )?;
+    }
     require_model(&state)?;
     let (mut job, created) = submit(&state, &caller, &input, key.as_deref(), &body)?;
     let wait = prefer_wait(&headers, state.settings.max_wait_secs);

@@ -76,7 +76,7 @@ const TEMPLATE = `
       <div class="row">
         <button type="button" data-action="delete-line">Delete line</button>
         <button type="button" data-action="regenerate-line" disabled
-          title="Regenerating one line needs region inpainting, which letterpress-api does not expose yet">Regenerate this line</button>
+          title="Select a result in the gallery first">Regenerate this line</button>
       </div>
     </fieldset>
     <div class="row">
@@ -139,6 +139,9 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
   const editor = new LayoutEditor($<HTMLElement>(".canvas"));
   let history = host.history.load();
   let current: { job: Job; abort: AbortController } | null = null;
+  /** The gallery result "Regenerate this line" repaints: its job and image. */
+  let base: { job: Job; file: string; seed: number; card: HTMLElement } | null = null;
+  let generationAvailable = false;
 
   field("server").value = host.server;
 
@@ -176,8 +179,10 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
     if (keep && [...select.options].some((o) => o.value === keep)) select.value = keep;
     ready.textContent = g.available ? `model: ${g.model ?? "ready"}` : `generation unavailable: ${g.reason ?? "no model"}`;
     ready.className = g.available ? "ready ok" : "ready off";
-    button("generate").disabled = !g.available;
+    generationAvailable = g.available;
+    button("generate").disabled = !g.available || current !== null;
     button("generate").title = g.available ? "" : (g.reason ?? "");
+    syncRegenerate();
   });
 
   // --- Live mask preview ------------------------------------------------------------------------
@@ -220,9 +225,19 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
 
   // --- Selected line ------------------------------------------------------------------------------
   const lineBox = $<HTMLFieldSetElement>("fieldset.line");
+  // "Regenerate this line" needs a gallery result to repaint, a line, a model and no job running.
+  const syncRegenerate = () => {
+    const b = button("regenerate-line");
+    const line = editor.layout.lines[editor.selected];
+    b.disabled = !(base && line && generationAvailable && current === null);
+    b.title = !base
+      ? "Select a result in the gallery first"
+      : `Repaint line ${editor.selected + 1} of the result with seed ${base.seed}, keeping the rest`;
+  };
   const syncLineEditor = () => {
     const line = editor.layout.lines[editor.selected];
     lineBox.disabled = !line;
+    syncRegenerate();
     if (!line) return;
     const text = field("lineText") as unknown as HTMLTextAreaElement;
     if (document.activeElement !== text) text.value = line.text;
@@ -339,6 +354,8 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
   const running = (on: boolean) => {
     button("cancel").disabled = !on;
     button("generate").disabled = on;
+    if (on) button("regenerate-line").disabled = true;
+    else syncRegenerate();
   };
 
   const onEvent = (e: JobEvent) => {
@@ -373,18 +390,8 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
     }
   };
 
-  const generate = guard(async () => {
-    const settings = settingsFromForm();
-    if (!settings.prompt) throw new Error("write a prompt first");
-    if (!editor.layout.lines.length) throw new Error("plan a layout (or add a line) first");
-    const layout = bareLayout(editor.layout);
-    const req: GenerationRequest = {
-      ...settings,
-      layout,
-      width: generationSide(layout.width),
-      height: generationSide(layout.height),
-      output_format: "png",
-    };
+  /** Submits `req`, follows its progress, and adds the result to the gallery and history. */
+  const submitAndFollow = async (req: GenerationRequest, settings: GenerationSettings, layout: Layout) => {
     running(true);
     stepPreview.hidden = true;
     progressBar.value = 0;
@@ -415,7 +422,59 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
       running(false);
       refreshReady();
     }
+  };
+
+  const generate = guard(async () => {
+    const settings = settingsFromForm();
+    if (!settings.prompt) throw new Error("write a prompt first");
+    if (!editor.layout.lines.length) throw new Error("plan a layout (or add a line) first");
+    const layout = bareLayout(editor.layout);
+    const req: GenerationRequest = {
+      ...settings,
+      layout,
+      width: generationSide(layout.width),
+      height: generationSide(layout.height),
+      output_format: "png",
+    };
+    await submitAndFollow(req, settings, layout);
   });
+
+  // Repaints the selected line of the selected gallery result in place, with that result's
+  // settings and the editor's layout (so a corrected text or box is what gets painted). The
+  // seed is the form's when given, else a new one: the result's own seed would paint the
+  // same line again.
+  const regenerateLine = guard(async () => {
+    if (!base) throw new Error("select a result in the gallery first");
+    const line = editor.selected;
+    if (!editor.layout.lines[line]) throw new Error("select the line to regenerate");
+    const input = base.job.input;
+    const seedText = field("seed").value;
+    const settings: GenerationSettings = {
+      prompt: input.prompt,
+      negative_prompt: input.negative_prompt,
+      keywords: input.keywords,
+      seed: seedText === "" ? null : Number(seedText),
+      steps: input.steps,
+      guidance_scale: input.guidance_scale,
+      scheduler: input.scheduler,
+      n: 1,
+      controlnet_conditioning_scale: input.controlnet_conditioning_scale,
+      preview_every: input.preview_every,
+    };
+    const layout = bareLayout(editor.layout);
+    const req: GenerationRequest = {
+      ...settings,
+      layout,
+      width: input.width,
+      height: input.height,
+      output_format: "png",
+      init_image: base.file,
+      inpaint_line: line,
+      strength: 1,
+    };
+    await submitAndFollow(req, settings, layout);
+  });
+  button("regenerate-line").addEventListener("click", regenerateLine);
   button("generate").addEventListener("click", generate);
   button("cancel").addEventListener(
     "click",
@@ -448,12 +507,26 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
     }
   };
 
+  const selectBase = (job: Job, index: number, seed: number, card: HTMLElement) => {
+    base?.card.classList.remove("selected");
+    base = { job, file: job.output!.images[index].id, seed, card };
+    card.classList.add("selected");
+    // Its layout goes into the editor: the lines to pick from are the ones it was painted with.
+    if (job.input.layout) editor.setLayout(bareLayout(job.input.layout));
+    if (!editor.layout.lines[editor.selected]) editor.select(editor.layout.lines.length ? 0 : -1);
+    showInfo(`result with seed ${seed} selected: pick a line and press "Regenerate this line"`);
+    syncRegenerate();
+  };
+
   const resultCard = (job: Job, bytes: Uint8Array, seed: number, index: number): HTMLElement => {
     const card = document.createElement("figure");
     card.className = "card";
     card.dataset.testid = "result";
     card.dataset.seed = String(seed);
+    card.dataset.jobId = job.id;
     const img = document.createElement("img");
+    img.title = "Select this result to regenerate one of its lines";
+    img.addEventListener("click", () => selectBase(job, index, seed, card));
     img.src = URL.createObjectURL(new Blob([bytes as BlobPart], { type: "image/png" }));
     img.alt = `${job.input.prompt} (seed ${seed})`;
     const caption = document.createElement("figcaption");

@@ -47,6 +47,12 @@ export interface GenerationRequest extends GenerationSettings {
   width: number;
   height: number;
   output_format: "png";
+  /** Start from this picture: a file id of an earlier result (or a base64 PNG). */
+  init_image?: string;
+  /** With `init_image`: repaint only this line (index into `layout.lines`) in place. */
+  inpaint_line?: number;
+  /** With `init_image`: how much is repainted, (0, 1]. */
+  strength?: number;
 }
 
 export type JobStatus =

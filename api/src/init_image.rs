@@ -1,0 +1,79 @@
+//! `init_image`: the picture a generation starts from (regenerating one line of an earlier
+//! result). A client names a file of its own earlier generation or sends a base64 PNG; the
+//! route checks it when the job is submitted and the worker loads it again when the job runs
+//! (the stored input keeps the reference, not the pixels of a file).
+
+use base64::Engine as _;
+use image::RgbImage;
+
+use crate::error::ApiError;
+use crate::ids;
+use crate::store::{Store, now_ms};
+
+/// Decodes `init_image` for `owner`; the image must be `width`×`height`.
+pub fn load(
+    store: &Store,
+    owner: &str,
+    reference: &str,
+    (width, height): (u32, u32),
+) -> Result<RgbImage, ApiError> {
+    let bytes = if reference.starts_with(ids::FILE_PREFIX) {
+        file_bytes(store, owner, reference)?
+    } else {
+        // A data URL's header is optional.
+        let b64 = reference
+            .split_once(";base64,")
+            .map_or(reference, |(_, b)| b);
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| {
+                ApiError::invalid(
+                    "init_image",
+                    "init_image must be a file id of an earlier generation's image (file_…) or a \
+                     base64 PNG",
+                )
+            })?
+    };
+    let image = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+        .map_err(|e| ApiError::invalid("init_image", format!("init_image is not a PNG: {e}")))?
+        .to_rgb8();
+    if image.dimensions() != (width, height) {
+        return Err(ApiError::invalid(
+            "init_image",
+            format!(
+                "init_image is {}×{} but the generation is {width}×{height}; give the same \
+                 width and height (or the same layout) as the image's generation",
+                image.width(),
+                image.height()
+            ),
+        ));
+    }
+    Ok(image)
+}
+
+/// The bytes of the caller's own, unexpired image file.
+fn file_bytes(store: &Store, owner: &str, id: &str) -> Result<Vec<u8>, ApiError> {
+    let unknown = || {
+        ApiError::invalid(
+            "init_image",
+            format!("init_image: no image file {id:?} (unknown, expired or not yours)"),
+        )
+    };
+    if !ids::is_valid(id, ids::FILE_PREFIX) {
+        return Err(unknown());
+    }
+    let record = match store.file(id)? {
+        Some(r) if r.owner == owner && r.kind == "image" && r.expires_ms > now_ms() => r,
+        _ => return Err(unknown()),
+    };
+    if record.content_type != "image/png" {
+        return Err(ApiError::invalid(
+            "init_image",
+            format!(
+                "init_image: file {id} is {}; regenerate from a PNG result (output_format png)",
+                record.content_type
+            ),
+        ));
+    }
+    std::fs::read(store.files_dir().join(&record.name)).map_err(|_| unknown())
+}
