@@ -8,9 +8,7 @@
 //! alternate whole generations (ours, theirs, …) with diffusers held in a child process, so load
 //! changes on a shared machine hit both alike. Peak RSS is per process (`VmHWM`, `ru_maxrss`).
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
@@ -25,8 +23,8 @@ use letterpress_diffusion::{
 };
 use letterpress_layout::{BBox, Layout, TextLine};
 use letterpress_render::Renderer;
-use serde_json::Value;
 
+use crate::bench_reference::Reference;
 use crate::bench_unet::{median, peak_rss_mb};
 
 #[derive(Args)]
@@ -54,78 +52,6 @@ pub struct PipelineBenchArgs {
 
 const PROMPT: &str = "a poster that says SUMMER SALE";
 const FIXTURE: &str = "diffusion/tests/fixtures/sd1";
-
-/// The diffusers side, a child process driven line by line.
-struct Reference {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Reference {
-    fn start(
-        python: &Path,
-        control: &Path,
-        args: &PipelineBenchArgs,
-        kind: Kind,
-    ) -> Result<(Self, f64)> {
-        let mut child = Command::new(python)
-            .arg("tools/bench_pipeline_diffusers.py")
-            .arg("--control")
-            .arg(control)
-            .args(["--prompt", PROMPT, "--steps", &args.steps.to_string()])
-            .args(["--size", &args.size.to_string()])
-            .args(["--device", &args.device, "--dtype", dtype_name(kind)])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "running {} tools/bench_pipeline_diffusers.py (run scripts/setup --oracle first)",
-                    python.display()
-                )
-            })?;
-        let stdin = child.stdin.take().context("child stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
-        let mut reference = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        let ready = reference.read()?;
-        let build_s = ready["build_s"]
-            .as_f64()
-            .context("no build_s in the reference's ready line")?;
-        Ok((reference, build_s))
-    }
-
-    fn read(&mut self) -> Result<Value> {
-        let mut line = String::new();
-        if self.stdout.read_line(&mut line)? == 0 {
-            bail!("the diffusers reference exited early (see its stderr above)");
-        }
-        serde_json::from_str(&line)
-            .with_context(|| format!("bad line from the diffusers reference: {line}"))
-    }
-
-    fn command(&mut self, cmd: &str) -> Result<Value> {
-        writeln!(self.stdin, "{cmd}")?;
-        self.stdin.flush()?;
-        self.read()
-    }
-
-    fn generate(&mut self) -> Result<f64> {
-        self.command("run")?["seconds"]
-            .as_f64()
-            .context("no seconds from the diffusers reference")
-    }
-
-    fn finish(mut self) -> Result<Value> {
-        let summary = self.command("done")?;
-        self.child.wait()?;
-        Ok(summary)
-    }
-}
 
 /// The full SD 1.5 pipeline with random weights, as the reference builds it.
 fn build_ours(device: Device, kind: Kind) -> Result<StableDiffusion> {
@@ -200,7 +126,24 @@ pub fn run(args: PipelineBenchArgs) -> Result<()> {
         .python
         .clone()
         .unwrap_or_else(crate::bench::default_python);
-    let (mut reference, their_build_s) = Reference::start(&python, &control_path, &args, kind)?;
+    let (mut reference, their_build_s) = Reference::start(
+        &python,
+        "tools/bench_pipeline_diffusers.py",
+        &[
+            "--control".into(),
+            control_path.display().to_string(),
+            "--prompt".into(),
+            PROMPT.into(),
+            "--steps".into(),
+            args.steps.to_string(),
+            "--size".into(),
+            args.size.to_string(),
+            "--device".into(),
+            args.device.clone(),
+            "--dtype".into(),
+            dtype_name(kind).into(),
+        ],
+    )?;
     let t0 = Instant::now();
     let model = build_ours(device, kind)?;
     let our_build_s = t0.elapsed().as_secs_f64();
@@ -223,7 +166,7 @@ pub fn run(args: PipelineBenchArgs) -> Result<()> {
         if out.images[0].pixels.isfinite().all().int64_value(&[]) == 0 {
             bail!("our generation gave non-finite pixels");
         }
-        theirs.push(reference.generate()?);
+        theirs.push(reference.run_once()?);
     }
     let our_rss = peak_rss_mb()?;
     let summary = reference.finish()?;

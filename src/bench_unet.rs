@@ -7,10 +7,10 @@
 //! child process, so load changes on a shared machine hit both alike. Peak RSS is per process:
 //! ours from `VmHWM`, theirs from `ru_maxrss`.
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
+
+use crate::bench_reference::Reference;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -18,7 +18,6 @@ use letterpress_diffusion::tch::{self, Device, Kind, Tensor};
 use letterpress_diffusion::{
     ControlNetConfig, ControlNetModel, UNet2DConditionConfig, UNet2DConditionModel, build_random,
 };
-use serde_json::Value;
 
 #[derive(Args)]
 pub struct UnetBenchArgs {
@@ -62,69 +61,6 @@ pub(crate) fn peak_rss_mb() -> Result<f64> {
     Ok(kb / 1024.0)
 }
 
-/// The diffusers side, a child process driven line by line.
-struct Reference {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-impl Reference {
-    fn start(python: &PathBuf, latent: i64) -> Result<(Self, f64)> {
-        let mut child = Command::new(python)
-            .arg("tools/bench_unet_diffusers.py")
-            .args(["--interleave", "--latent", &latent.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "running {} tools/bench_unet_diffusers.py (run scripts/setup --oracle first)",
-                    python.display()
-                )
-            })?;
-        let stdin = child.stdin.take().context("child stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("child stdout")?);
-        let mut reference = Self {
-            child,
-            stdin,
-            stdout,
-        };
-        let ready = reference.read()?;
-        let build_s = ready["build_s"]
-            .as_f64()
-            .context("no build_s in the reference's ready line")?;
-        Ok((reference, build_s))
-    }
-
-    fn read(&mut self) -> Result<Value> {
-        let mut line = String::new();
-        if self.stdout.read_line(&mut line)? == 0 {
-            bail!("the diffusers reference exited early (see its stderr above)");
-        }
-        serde_json::from_str(&line)
-            .with_context(|| format!("bad line from the diffusers reference: {line}"))
-    }
-
-    fn command(&mut self, cmd: &str) -> Result<Value> {
-        writeln!(self.stdin, "{cmd}")?;
-        self.stdin.flush()?;
-        self.read()
-    }
-
-    fn forward(&mut self) -> Result<f64> {
-        self.command("run")?["seconds"]
-            .as_f64()
-            .context("no seconds from the diffusers reference")
-    }
-
-    fn finish(mut self) -> Result<Value> {
-        let summary = self.command("done")?;
-        self.child.wait()?;
-        Ok(summary)
-    }
-}
-
 pub fn run(args: UnetBenchArgs) -> Result<()> {
     if args.runs == 0 || args.latent < 8 || args.latent % 8 != 0 {
         bail!("--runs must be at least 1 and --latent a multiple of 8 (at least 8)");
@@ -137,7 +73,11 @@ pub fn run(args: UnetBenchArgs) -> Result<()> {
     );
     // diffusers builds first, alone, then waits while we build.
     let python = args.python.unwrap_or_else(crate::bench::default_python);
-    let (mut reference, their_build_s) = Reference::start(&python, latent)?;
+    let (mut reference, their_build_s) = Reference::start(
+        &python,
+        "tools/bench_unet_diffusers.py",
+        &["--interleave".into(), "--latent".into(), latent.to_string()],
+    )?;
 
     let device = Device::Cpu;
     tch::manual_seed(0);
@@ -167,13 +107,13 @@ pub fn run(args: UnetBenchArgs) -> Result<()> {
             warm.size()
         );
     }
-    reference.forward()?; // their warm-up
+    reference.run_once()?; // their warm-up
     let (mut ours, mut theirs) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
         let t1 = Instant::now();
         drop(step()?);
         ours.push(t1.elapsed().as_secs_f64());
-        theirs.push(reference.forward()?);
+        theirs.push(reference.run_once()?);
     }
     let our_rss = peak_rss_mb()?;
     let summary = reference.finish()?;

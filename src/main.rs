@@ -3,6 +3,7 @@
 mod bench;
 mod bench_ocr;
 mod bench_pipeline;
+mod bench_reference;
 mod bench_unet;
 mod dataset_cmd;
 mod eval_cmd;
