@@ -58,14 +58,6 @@ impl Scheduler for DdimScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
     // DDIM reads everything from the timestep itself.
     fn set_begin_index(&mut self, _index: usize) {}
 

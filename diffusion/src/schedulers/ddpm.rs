@@ -85,14 +85,6 @@ impl Scheduler for DdpmScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
     // DDPM reads everything from the timestep itself.
     fn set_begin_index(&mut self, _index: usize) {}
 

@@ -228,10 +228,6 @@ impl Scheduler for EulerDiscreteScheduler {
         self.schedule.init_noise_sigma()
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
     fn set_begin_index(&mut self, index: usize) {
         self.schedule.begin_index = Some(index);
     }

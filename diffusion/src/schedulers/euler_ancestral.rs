@@ -61,10 +61,6 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         self.schedule.init_noise_sigma()
     }
 
-    fn order(&self) -> usize {
-        1
-    }
-
     fn set_begin_index(&mut self, index: usize) {
         self.schedule.begin_index = Some(index);
     }

@@ -101,14 +101,6 @@ impl Scheduler for LcmScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
     fn set_begin_index(&mut self, index: usize) {
         self.begin_index = Some(index);
     }

@@ -61,9 +61,14 @@ pub trait Scheduler: Send + std::fmt::Debug {
     /// fractional for the sigma-based ones).
     fn timesteps(&self) -> &[f64];
     /// The standard deviation of the initial noise: latents = noise × this.
-    fn init_noise_sigma(&self) -> f64;
+    /// 1 for the DDPM family; the sigma (Euler-type) schedulers override it.
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
     /// How many timesteps one solver step uses (diffusers' `order`: 1 for all of ours).
-    fn order(&self) -> usize;
+    fn order(&self) -> usize {
+        1
+    }
     /// img2img: the index into `timesteps` the loop starts at (diffusers' `set_begin_index`).
     fn set_begin_index(&mut self, index: usize);
     /// Scales the latents before the model call (Euler-type schedulers divide by √(σ²+1)).

@@ -197,14 +197,6 @@ impl Scheduler for UniPcMultistepScheduler {
         Some(&self.state.sigmas_f64)
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn order(&self) -> usize {
-        1
-    }
-
     fn set_begin_index(&mut self, index: usize) {
         self.state.begin_index = Some(index);
     }
