@@ -18,8 +18,8 @@ use crate::generate_cmd::parse_device;
 #[derive(Subcommand)]
 pub enum TrainCommand {
     /// Train a glyph ControlNet on dataset shards; the base UNet, VAE and text encoder stay
-    /// frozen. The ControlNet starts as a copy of the UNet's encoder with zeroed zero
-    /// convolutions (or from --init).
+    /// frozen (or, with --train-base, the UNet and text encoder train with it). The ControlNet
+    /// starts as a copy of the UNet's encoder with zeroed zero convolutions (or from --init).
     Controlnet(ControlNetArgs),
     /// Fine-tune the UNet and the text encoder on TextDiffuser-2 input ids (caption + layout
     /// tokens), as TextDiffuser-2 was trained. The base needs TextDiffuser-2's tokenizer; a
@@ -127,6 +127,10 @@ pub struct ControlNetArgs {
     /// Conditioning-encoder channels of a new ControlNet, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "16,32,96,256")]
     conditioning_embedding_channels: Vec<i64>,
+    /// Also train the base UNet and text encoder (joint training, for a model trained from
+    /// scratch); OUT is then a whole pipeline with its ControlNet.
+    #[arg(long)]
+    train_base: bool,
 }
 
 /// Shards decoded on demand.
@@ -195,6 +199,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                     init: a.init,
                     conditioning_channels: a.conditioning_channels,
                     conditioning_embedding_out_channels: a.conditioning_embedding_channels,
+                    train_base: a.train_base,
                 },
             )
         }

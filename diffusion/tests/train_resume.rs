@@ -45,6 +45,7 @@ fn config(out: &std::path::Path) -> TrainConfig {
             init: None,
             conditioning_channels: 1,
             conditioning_embedding_out_channels: vec![4, 4, 8, 8],
+            train_base: false,
         },
     );
     c.resolution = 64;
@@ -59,6 +60,14 @@ fn config(out: &std::path::Path) -> TrainConfig {
     c.ema_decay = Some(0.9);
     c.seed = 5;
     c
+}
+
+/// Training seeds torch's one global generator, so runs in parallel test threads would draw
+/// from each other's streams: the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn tmp(name: &str) -> std::path::PathBuf {
@@ -79,6 +88,7 @@ fn weights(dir: &std::path::Path) -> Vec<(String, Tensor)> {
 
 #[test]
 fn stopped_and_resumed_equals_uninterrupted() {
+    let _turn = serial();
     let (a, b) = (tmp("straight"), tmp("resumed"));
     let straight = train(&config(&a), &Blocks, &NoTrainProgress).expect("uninterrupted run");
     assert_eq!(straight.steps, 5);
@@ -132,4 +142,126 @@ fn stopped_and_resumed_equals_uninterrupted() {
     other.max_steps = 9;
     let err = train(&other, &Blocks, &NoTrainProgress).expect_err("other settings");
     assert!(err.to_string().contains("other settings"), "{err}");
+}
+
+/// Joint training (`train_base`): the UNet and text encoder learn with the ControlNet, a
+/// resumed run matches an uninterrupted one in all three, and the output is a whole pipeline
+/// that lists and loads its ControlNet.
+#[test]
+fn joint_training_resumes_exactly_and_writes_a_pipeline() {
+    let _turn = serial();
+    let joint = |out: &std::path::Path| {
+        let mut c = config(out);
+        c.target = TrainTarget::ControlNet {
+            init: None,
+            conditioning_channels: 1,
+            conditioning_embedding_out_channels: vec![4, 4, 8, 8],
+            train_base: true,
+        };
+        c.max_steps = 3;
+        c.checkpoint_every = 1;
+        c.ema_decay = None;
+        c
+    };
+    let (a, b) = (tmp("joint-straight"), tmp("joint-resumed"));
+    let straight = train(&joint(&a), &Blocks, &NoTrainProgress).expect("uninterrupted run");
+    let mut first = joint(&b);
+    first.stop_after = Some(1);
+    train(&first, &Blocks, &NoTrainProgress).expect("first part");
+    let resumed = train(&joint(&b), &Blocks, &NoTrainProgress).expect("resumed run");
+    assert_eq!(resumed.resumed_from, 1);
+    assert_eq!(&straight.losses[1..], &resumed.losses[..]);
+
+    let base = common::fixtures().join("pipeline").join("sd1-controlnet");
+    let read = |dir: &std::path::Path, component: &str, stem: &str| {
+        let mut v =
+            Tensor::read_safetensors(dir.join(component).join(format!("{stem}.safetensors")))
+                .expect("weights");
+        v.sort_by(|x, y| x.0.cmp(&y.0));
+        v
+    };
+    for (component, stem) in [
+        ("unet", "diffusion_pytorch_model"),
+        ("text_encoder", "model"),
+        ("controlnet", "diffusion_pytorch_model"),
+    ] {
+        let (wa, wb) = (read(&a, component, stem), read(&b, component, stem));
+        let worst = wa
+            .iter()
+            .zip(&wb)
+            .map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[]))
+            .fold(0.0, f64::max);
+        assert_eq!(worst, 0.0, "{component}: resumed vs uninterrupted");
+    }
+    // The base UNet moved (it is trained, not frozen).
+    let moved = read(&base, "unet", "diffusion_pytorch_model")
+        .iter()
+        .zip(&read(&a, "unet", "diffusion_pytorch_model"))
+        .map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
+    assert!(moved > 0.0, "the UNet did not change");
+
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("model_index.json")).expect("index"))
+            .expect("JSON");
+    assert_eq!(index["controlnet"][1], "ControlNetModel");
+    let sd =
+        letterpress_diffusion::pipelines::StableDiffusion::load(&a, None, &LoadOptions::default())
+            .expect("the output loads as a pipeline");
+    assert!(
+        sd.controlnet.is_some(),
+        "the pipeline's own ControlNet is loaded"
+    );
+}
+
+/// `train vae` writes a scaling factor that brings the trained VAE's latents to unit variance
+/// (the diffusion model's noise schedule assumes it), measured here on the training images.
+#[test]
+fn trained_vae_latents_have_unit_variance_after_scaling() {
+    let _turn = serial();
+    let out = tmp("vae");
+    let mut c = config(&out);
+    c.target = TrainTarget::Vae { kl_weight: 1e-6 };
+    c.max_steps = 3;
+    c.ema_decay = None;
+    let report = train(&c, &Blocks, &NoTrainProgress).expect("VAE training");
+    assert_eq!(report.model_dir.as_deref(), Some(out.as_path()));
+    let vae =
+        load::<letterpress_diffusion::AutoencoderKL>(&out.join("vae"), &LoadOptions::default())
+            .expect("the trained VAE loads");
+    let factor = vae.model.config().scaling_factor;
+    let base = common::fixtures().join("pipeline").join("sd1-controlnet");
+    let base_factor =
+        load::<letterpress_diffusion::AutoencoderKL>(&base.join("vae"), &LoadOptions::default())
+            .expect("base VAE")
+            .model
+            .config()
+            .scaling_factor;
+    assert!(factor.is_finite() && factor > 0.0);
+    assert_ne!(factor, base_factor, "the scaling factor was not measured");
+    let pixels = Tensor::cat(
+        &(0..8)
+            .map(|i| {
+                let s = Blocks.get(i).expect("sample");
+                Tensor::from_slice(&s.image.into_raw())
+                    .view([1, 64, 64, 3])
+                    .permute([0, 3, 1, 2])
+                    .to_kind(tch::Kind::Float)
+                    / 127.5
+                    - 1.0
+            })
+            .collect::<Vec<_>>(),
+        0,
+    );
+    tch::manual_seed(1);
+    let z = tch::no_grad(|| {
+        vae.model
+            .encode(&pixels)
+            .expect("encode")
+            .sample()
+            .expect("sample")
+    });
+    let std = (z * factor).std(true).double_value(&[]);
+    println!("scaling factor {factor:.5}, std of scaled latents {std:.4}");
+    assert!((0.8..1.2).contains(&std), "scaled latent std {std}");
 }

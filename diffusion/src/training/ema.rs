@@ -38,6 +38,17 @@ impl Ema {
         self.shadows.iter().map(|(n, s, _)| (n.as_str(), s))
     }
 
+    /// Overwrites the live weights with the averages (at the end of a run, so what is measured
+    /// after training is the model that is saved).
+    pub fn copy_to_live(&self) -> Result<()> {
+        tch::no_grad(|| {
+            for (_, shadow, param) in &self.shadows {
+                param.shallow_clone().f_copy_(shadow)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Overwrites the shadows with saved ones (resume).
     pub fn restore(&mut self, saved: &std::collections::HashMap<String, Tensor>) -> Result<()> {
         tch::no_grad(|| {

@@ -38,7 +38,8 @@ use crate::{AutoencoderKL, ClipTextModel, ClipTokenizer, UNet2DConditionModel};
 /// What is trained.
 #[derive(Debug, Clone)]
 pub enum TrainTarget {
-    /// A glyph ControlNet; the base's UNet, VAE and text encoder stay frozen.
+    /// A glyph ControlNet; the base's VAE stays frozen, and its UNet and text encoder too
+    /// unless `train_base`.
     ControlNet {
         /// Start from this ControlNet folder instead of a copy of the UNet's encoder.
         init: Option<PathBuf>,
@@ -46,6 +47,11 @@ pub enum TrainTarget {
         conditioning_channels: i64,
         /// The conditioning encoder's channels for a new ControlNet. Default (16, 32, 96, 256).
         conditioning_embedding_out_channels: Vec<i64>,
+        /// Train the base UNet and text encoder together with the ControlNet (on plain
+        /// captions). For a model trained from scratch: a frozen, barely trained UNet gives
+        /// the ControlNet little to steer, and joint training learns the glyph condition in
+        /// a fraction of the steps. The output is then a whole pipeline with its ControlNet.
+        train_base: bool,
     },
     /// The UNet and the text encoder, on TextDiffuser-2 input ids (caption + layout tokens).
     UNet,
@@ -152,7 +158,8 @@ impl TrainConfig {
     fn fingerprint(&self) -> Value {
         json!({
             "target": match self.target {
-                TrainTarget::ControlNet { .. } => "controlnet",
+                TrainTarget::ControlNet { train_base: false, .. } => "controlnet",
+                TrainTarget::ControlNet { train_base: true, .. } => "controlnet+base",
                 TrainTarget::UNet => "unet",
                 TrainTarget::Vae { .. } => "vae",
             },
@@ -369,11 +376,12 @@ pub fn train(
 
     // The trained components.
     let unet_config: Value = read_json(&config.base.join("unet").join("config.json"))?;
-    let trained = match &config.target {
+    let mut trained = match &config.target {
         TrainTarget::ControlNet {
             init,
             conditioning_channels,
             conditioning_embedding_out_channels,
+            train_base,
         } => {
             let (cn, cn_config) = match init {
                 Some(dir) => {
@@ -397,9 +405,22 @@ pub fn train(
             };
             let vars = named_variables(&cn.var_store);
             sd.controlnet = Some(cn);
-            Trained {
-                components: vec![("controlnet", cn_config, vars)],
+            let mut components = vec![("controlnet", cn_config, vars)];
+            if *train_base {
+                let te_config: Value =
+                    read_json(&config.base.join("text_encoder").join("config.json"))?;
+                components.push((
+                    "unet",
+                    unet_config.clone(),
+                    named_variables(&sd.unet.var_store),
+                ));
+                components.push((
+                    "text_encoder",
+                    te_config,
+                    named_variables(&sd.text_encoder.var_store),
+                ));
             }
+            Trained { components }
         }
         TrainTarget::UNet => {
             let mut te_config: Value =
@@ -458,12 +479,18 @@ pub fn train(
     let mut step = 0;
     if let Some((s, dir)) = &resume {
         let stores: Vec<&tch::nn::VarStore> = match &config.target {
-            TrainTarget::ControlNet { .. } => vec![
-                &sd.controlnet
+            TrainTarget::ControlNet { train_base, .. } => {
+                let cn = &sd
+                    .controlnet
                     .as_ref()
                     .expect("ControlNet training has a ControlNet")
-                    .var_store,
-            ],
+                    .var_store;
+                if *train_base {
+                    vec![cn, &sd.unet.var_store, &sd.text_encoder.var_store]
+                } else {
+                    vec![cn]
+                }
+            }
             TrainTarget::UNet => vec![&sd.unet.var_store, &sd.text_encoder.var_store],
             TrainTarget::Vae { .. } => vec![&sd.vae.var_store],
         };
@@ -564,11 +591,27 @@ pub fn train(
     }
     let model_dir = if step >= config.max_steps {
         let dir = config.output.clone();
+        if matches!(config.target, TrainTarget::Vae { .. }) {
+            if let Some(ema) = &ema {
+                ema.copy_to_live()?;
+            }
+            let factor = latent_scaling_factor(&sd.vae.model, config, data)?;
+            progress.message(&format!(
+                "latent scaling factor: {factor:.5} (1 / latent std)"
+            ));
+            trained.components[0].1["scaling_factor"] = json!(factor);
+        }
         trained.save(&dir, ema.as_ref())?;
-        if !matches!(config.target, TrainTarget::ControlNet { .. }) {
+        match config.target {
+            TrainTarget::ControlNet {
+                train_base: false, ..
+            } => {}
             // A trained UNet or VAE makes a new base: complete the folder with the base's
             // other components so it loads (and trains further) as a pipeline.
-            complete_pipeline(&config.base, &dir, &trained)?;
+            TrainTarget::ControlNet {
+                train_base: true, ..
+            } => complete_pipeline(&config.base, &dir, &trained, true)?,
+            _ => complete_pipeline(&config.base, &dir, &trained, false)?,
         }
         Some(dir)
     } else {
@@ -582,10 +625,52 @@ pub fn train(
     })
 }
 
+/// Latents scaled to unit variance, as Stable Diffusion's VAE scaling factor was chosen
+/// (0.18215 = 1 / the std of its latents): 1 / the std of posterior samples of up to 256
+/// training images, taken in a seeded order. A newly trained VAE's latents have no preset
+/// scale, and the diffusion model's noise schedule assumes unit variance.
+fn latent_scaling_factor(
+    vae: &AutoencoderKL,
+    config: &TrainConfig,
+    data: &dyn TrainingData,
+) -> Result<f64> {
+    let order = epoch_order(data.len(), config.seed, u64::MAX);
+    let n = order.len().min(256);
+    tch::manual_seed(config.seed as i64);
+    let (mut sum, mut sum_sq, mut count) = (0.0, 0.0, 0.0);
+    tch::no_grad(|| -> Result<()> {
+        for chunk in order[..n].chunks(config.batch_size.max(1)) {
+            let samples = chunk
+                .iter()
+                .map(|&i| data.get(i))
+                .collect::<Result<Vec<_>>>()?;
+            let pixels = pixel_batch(&samples, config.resolution, config.device)?;
+            let z = vae.encode(&pixels)?.sample()?.f_to_kind(Kind::Double)?;
+            sum += z.f_sum(Kind::Double)?.f_double_value(&[])?;
+            sum_sq += z.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
+            count += z.numel() as f64;
+        }
+        Ok(())
+    })?;
+    let mean = sum / count;
+    let std = (sum_sq / count - mean * mean).max(0.0).sqrt();
+    if !std.is_finite() || std == 0.0 {
+        return Err(Error::Training(format!(
+            "the trained VAE's latents have std {std}: no scaling factor"
+        )));
+    }
+    Ok(1.0 / std)
+}
+
 /// Copies `model_index.json` and every component folder of `base` that was not trained (but
 /// its ControlNet) into `output` (files are copied, symlinks followed), so `output` is a
-/// pipeline folder.
-fn complete_pipeline(base: &Path, output: &Path, trained: &Trained) -> Result<()> {
+/// pipeline folder. `with_controlnet`: the ControlNet was trained with the base and is listed.
+fn complete_pipeline(
+    base: &Path,
+    output: &Path,
+    trained: &Trained,
+    with_controlnet: bool,
+) -> Result<()> {
     fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         std::fs::create_dir_all(to).map_err(|e| io_err(to, e))?;
         for entry in std::fs::read_dir(from).map_err(|e| io_err(from, e))? {
@@ -602,7 +687,14 @@ fn complete_pipeline(base: &Path, output: &Path, trained: &Trained) -> Result<()
     // The base's ControlNet was trained against the old UNet: the new folder lists none
     // (`[null, null]`, as diffusers saves an absent component).
     let mut index: Value = read_json(&base.join("model_index.json"))?;
-    if index.get("controlnet").is_some() {
+    if with_controlnet {
+        index["controlnet"] = json!(["diffusers", "ControlNetModel"]);
+        if let Some(class) = index["_class_name"].as_str()
+            && !class.contains("ControlNet")
+        {
+            index["_class_name"] = json!("StableDiffusionControlNetPipeline");
+        }
+    } else if index.get("controlnet").is_some() {
         index["controlnet"] = json!([null, null]);
     }
     let index_path = output.join("model_index.json");
@@ -684,9 +776,14 @@ fn set_trainable(
         _ => freeze(&mut sd.vae.var_store),
     }
     match target {
-        TrainTarget::ControlNet { .. } => {
-            freeze(&mut sd.unet.var_store);
-            freeze(&mut sd.text_encoder.var_store);
+        TrainTarget::ControlNet { train_base, .. } => {
+            if *train_base {
+                sd.unet.var_store.unfreeze();
+                sd.text_encoder.var_store.unfreeze();
+            } else {
+                freeze(&mut sd.unet.var_store);
+                freeze(&mut sd.text_encoder.var_store);
+            }
             let cn: &mut Loaded<ControlNetModel> = sd
                 .controlnet
                 .as_mut()
