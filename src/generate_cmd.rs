@@ -43,7 +43,8 @@ enum ControlImage {
 pub struct ModelOptions {
     /// A diffusers pipeline folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
     /// scheduler/), or a single SD 1.x/2.x .safetensors checkpoint (then give --tokenizer).
-    /// See the README for what each supported model needs.
+    /// See the README for what each supported model needs. Default: the embedded demo model
+    /// (models/README.md), at 256×256.
     #[arg(long, env = "LETTERPRESS_MODEL_DIR")]
     model_dir: Option<PathBuf>,
     /// A ControlNet folder, or a single .safetensors (diffusers keys with config.json beside it,
@@ -184,17 +185,22 @@ pub(crate) fn parse_device(s: &str) -> Result<Device> {
     Ok(device)
 }
 
-fn no_model_message() -> String {
-    "no model given: pass --model-dir DIR (a diffusers folder such as stable-diffusion-v1-5, with \
-     --controlnet DIR|FILE for a glyph or canny ControlNet, or a TextDiffuser-2 folder with --td2) \
-     or set LETTERPRESS_MODEL_DIR. Letterpress does not bundle a model yet; the README lists what \
-     each supported model needs."
-        .to_string()
-}
-
 fn load_model(o: &ModelOptions) -> Result<StableDiffusion> {
-    let Some(dir) = &o.model_dir else {
-        bail!("{}", no_model_message());
+    let embedded;
+    let dir = match &o.model_dir {
+        Some(dir) => dir,
+        None => {
+            if o.controlnet.is_some() || o.tokenizer.is_some() || o.config_dir.is_some() {
+                bail!(
+                    "--controlnet, --tokenizer and --config-dir go with a --model-dir; without one \
+                     letterpress uses {}",
+                    crate::embedded_model::DESCRIPTION
+                );
+            }
+            embedded = crate::embedded_model::folder()?;
+            eprintln!("model: {}", crate::embedded_model::DESCRIPTION);
+            &embedded
+        }
     };
     let device = parse_device(&o.device)?;
     let kind = o.dtype.map(|d| match d {
@@ -309,7 +315,12 @@ fn run_generation(
     let model = load_model(o)?;
 
     let renderer = renderer(&o.font)?;
-    let layout_size = (o.width.unwrap_or(512), o.height.unwrap_or(512));
+    // The embedded model was trained at 256×256; real SD models at 512 and up.
+    let default_side = if o.model_dir.is_none() { 256 } else { 512 };
+    let layout_size = (
+        o.width.unwrap_or(default_side),
+        o.height.unwrap_or(default_side),
+    );
     let layout = layout_for(
         prompt,
         layout_file,
@@ -319,11 +330,14 @@ fn run_generation(
         &renderer,
         &o.font,
     )?;
-    let width = o.width.or(layout.as_ref().map(|l| l.width)).unwrap_or(512);
+    let width = o
+        .width
+        .or(layout.as_ref().map(|l| l.width))
+        .unwrap_or(default_side);
     let height = o
         .height
         .or(layout.as_ref().map(|l| l.height))
-        .unwrap_or(512);
+        .unwrap_or(default_side);
     let rendering = layout.as_ref().map(|l| renderer.render(l)).transpose()?;
     if let Some(r) = &rendering {
         for w in &r.warnings {
@@ -545,9 +559,6 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
 }
 
 pub fn run_poster(args: PosterArgs) -> Result<()> {
-    if args.options.model_dir.is_none() {
-        bail!("{}", no_model_message());
-    }
     if args.keywords.is_none() && extract_keywords(&args.prompt).is_empty() {
         bail!(
             "the prompt has no quoted text for the poster to say: put it in quotes (\"a poster for 'SUMMER SALE'\") or give --keywords"

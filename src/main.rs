@@ -6,6 +6,7 @@ mod bench_pipeline;
 mod bench_reference;
 mod bench_unet;
 mod dataset_cmd;
+mod embedded_model;
 mod eval_cmd;
 mod generate_cmd;
 mod layout_cmd;

@@ -37,6 +37,14 @@ pub struct VaeArgs {
     /// Weight of the KL divergence from N(0, I) (LDM's default).
     #[arg(long, default_value_t = 1e-6)]
     kl_weight: f64,
+    /// Extra weight of the reconstruction error on and around the glyphs (the shard's glyph
+    /// mask): a pixel there counts 1 + W times. 0: plain L1.
+    #[arg(long, default_value_t = 0.0)]
+    text_weight: f64,
+    /// Train on random crops of --resolution at the images' own size instead of resizing
+    /// them (text keeps its scale).
+    #[arg(long)]
+    random_crop: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -208,6 +216,8 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             a.common,
             TrainTarget::Vae {
                 kl_weight: a.kl_weight,
+                text_weight: a.text_weight,
+                random_crop: a.random_crop,
             },
         ),
     };

@@ -316,15 +316,50 @@ fn single_file_checkpoint_with_a_tokenizer_folder() {
 }
 
 #[test]
-fn poster_without_a_model_says_how_to_give_one() {
-    let out = run(&[
+fn poster_without_a_model_uses_the_embedded_one() {
+    let dir = temp_dir("embedded");
+    let out_png = dir.join("poster.png");
+    let out = letterpress()
+        // A private cache, so the test also covers the first-use extraction.
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .args([
+            "poster",
+            "a red minimal poster with the word 'SALE'",
+            "--steps",
+            "2",
+            "--seed",
+            "1",
+            "-o",
+            out_png.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("embedded demo model"), "{err}");
+    let img = image::open(&out_png).unwrap();
+    assert_eq!((img.width(), img.height()), (256, 256), "its native size");
+    assert!(text_chunks(&out_png)["layout"].contains("SALE"));
+    let cached: Vec<_> = std::fs::read_dir(dir.join("cache").join("letterpress"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        cached.len() == 1 && cached[0].starts_with("embedded-"),
+        "one complete model folder, no partial ones: {cached:?}"
+    );
+    // Options that only make sense with a --model-dir are refused, not ignored.
+    let refused = run(&[
         "poster",
-        "a poster for 'SUMMER SALE'",
+        "a poster for 'SALE'",
+        "--controlnet",
+        "cn",
         "-o",
-        "/tmp/never.png",
+        out_png.to_str().unwrap(),
     ]);
-    fails_with(&out, "--model-dir");
-    fails_with(&out, "LETTERPRESS_MODEL_DIR");
+    fails_with(&refused, "go with a --model-dir");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -376,8 +411,8 @@ fn bad_input_gets_clear_errors() {
         "/nonexistent",
     );
     fails_with(
-        &run(&["generate", "--prompt", "x", "-o", o]),
-        "no model given",
+        &run(&["generate", "--tokenizer", "t", "--prompt", "x", "-o", o]),
+        "go with a --model-dir",
     );
     // A ControlNet with nothing to draw.
     fails_with(

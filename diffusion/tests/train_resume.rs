@@ -221,7 +221,11 @@ fn trained_vae_latents_have_unit_variance_after_scaling() {
     let _turn = serial();
     let out = tmp("vae");
     let mut c = config(&out);
-    c.target = TrainTarget::Vae { kl_weight: 1e-6 };
+    c.target = TrainTarget::Vae {
+        kl_weight: 1e-6,
+        text_weight: 4.0,
+        random_crop: true,
+    };
     c.max_steps = 3;
     c.ema_decay = None;
     let report = train(&c, &Blocks, &NoTrainProgress).expect("VAE training");

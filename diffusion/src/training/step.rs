@@ -73,9 +73,17 @@ pub fn diffusion_loss(m: &StepModels, batch: &TrainBatch) -> Result<Tensor> {
 
 /// The VAE's autoencoding loss: mean |x − decode(z)| with z drawn from the posterior
 /// (reparameterised, so gradients reach the encoder), plus `kl_weight` × the posterior's KL
-/// divergence from N(0, I), summed over latent elements and averaged over the batch
-/// (diffusers' `DiagonalGaussianDistribution.kl`).
-pub fn vae_loss(vae: &AutoencoderKL, pixels: &Tensor, kl_weight: f64) -> Result<Tensor> {
+/// divergence from N(0, I) (diffusers' `DiagonalGaussianDistribution.kl`), both per pixel
+/// value. LDM sums the reconstruction error over pixels and the KL over latents, each divided
+/// by the batch; dividing both by the pixel values per image keeps that balance (so LDM's
+/// weight of 1e-6 means what it means there) with a loss of the scale of a mean. `weights`
+/// (`[B, 1, H, W]`, e.g. heavier on glyphs) turn the mean into a weighted mean.
+pub fn vae_loss(
+    vae: &AutoencoderKL,
+    pixels: &Tensor,
+    kl_weight: f64,
+    weights: Option<&Tensor>,
+) -> Result<Tensor> {
     let posterior = vae.encode(pixels)?;
     let z = posterior.sample()?;
     let reconstruction = vae.decode(&z)?;
@@ -86,9 +94,18 @@ pub fn vae_loss(vae: &AutoencoderKL, pixels: &Tensor, kl_weight: f64) -> Result<
                 .f_to_kind(Kind::Float)?
                 .f_to_device(reconstruction.device())?,
         )?
-        .f_abs()?
-        .f_mean(Kind::Float)?;
+        .f_abs()?;
+    let l1 = match weights {
+        None => l1.f_mean(Kind::Float)?,
+        Some(w) => {
+            let w = w.f_to_device(l1.device())?.f_expand_as(&l1)?;
+            l1.f_mul(&w)?
+                .f_sum(Kind::Float)?
+                .f_div(&w.f_sum(Kind::Float)?)?
+        }
+    };
     let (mean, logvar) = (&posterior.mean, &posterior.logvar);
+    let values_per_image = pixels.size()[1..].iter().product::<i64>() as f64;
     let kl = mean
         .f_square()?
         .f_add(&logvar.f_exp()?)?
@@ -96,6 +113,7 @@ pub fn vae_loss(vae: &AutoencoderKL, pixels: &Tensor, kl_weight: f64) -> Result<
         .f_sub(logvar)?
         .f_sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float)?
         .f_mul_scalar(0.5)?
-        .f_mean(Kind::Float)?;
+        .f_mean(Kind::Float)?
+        .f_div_scalar(values_per_image)?;
     Ok(l1.f_add(&kl.f_mul_scalar(kl_weight)?)?)
 }
