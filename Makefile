@@ -15,8 +15,8 @@ demo: setup
 		--seg out/seg.png --preview out/preview.png --boxes out/boxes.json
 	@target/release/letterpress render examples/poster-layout.json -o out/mask-inverse.png --inverse
 	@echo "a poster from the embedded demo model (no --model-dir given; models/README.md):"
-	@time target/release/letterpress poster "a navy gradient poster with the words 'Letterpress' and 'DEMO'" \
-		--seed 7 -o out/poster.png --save-mask out/poster-mask.png
+	@bash -c "time target/release/letterpress poster \"a navy gradient poster with the words 'Letterpress' and 'DEMO'\" \
+		--seed 7 -o out/poster.png --save-mask out/poster-mask.png"
 
 test: setup
 	$(CARGO) test --workspace
