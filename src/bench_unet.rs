@@ -10,14 +10,14 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::bench_reference::Reference;
-
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use letterpress_diffusion::tch::{self, Device, Kind, Tensor};
 use letterpress_diffusion::{
     ControlNetConfig, ControlNetModel, UNet2DConditionConfig, UNet2DConditionModel, build_random,
 };
+
+use crate::bench_reference::Reference;
 
 #[derive(Args)]
 pub struct UnetBenchArgs {

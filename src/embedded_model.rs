@@ -1,8 +1,8 @@
 //! The embedded demo model (`models/embedded/`, models/README.md): a small glyph-ControlNet
 //! pipeline trained from scratch by `letterpress train` on the synthetic corpus, compiled into
 //! the binary so that `letterpress poster` works with no weights on the machine. On first use
-//! its files are written once to a cache folder named by their hash, because the model loader
-//! reads diffusers folders.
+//! its files are written once to a cache folder named by their hash (computed by build.rs),
+//! because the model loader reads diffusers folders.
 
 use std::path::{Path, PathBuf};
 
@@ -35,18 +35,9 @@ const FILES: &[(&str, &[u8])] = embedded![
 pub const DESCRIPTION: &str = "the embedded demo model (9 M parameters, trained on synthetic \
                                posters; pass --model-dir for a real one)";
 
-/// FNV-1a over every path and byte: names the cache folder, so a new build's model never
-/// reuses an old one's files.
-fn fingerprint() -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (path, bytes) in FILES {
-        for b in path.bytes().chain(bytes.iter().copied()) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
-}
+/// A hash of the model's files, computed by build.rs: names the cache folder, so a new
+/// build's model never reuses an old one's files.
+const FINGERPRINT: &str = env!("LETTERPRESS_EMBEDDED_HASH");
 
 fn cache_root() -> PathBuf {
     std::env::var_os("XDG_CACHE_HOME")
@@ -59,15 +50,14 @@ fn cache_root() -> PathBuf {
 /// The embedded pipeline as a diffusers folder, written on first use.
 pub fn folder() -> Result<PathBuf> {
     let root = cache_root();
-    let dir = root.join(format!("embedded-{:016x}", fingerprint()));
+    let dir = root.join(format!("embedded-{FINGERPRINT}"));
     if dir.join("model_index.json").is_file() {
         return Ok(dir);
     }
     // Written under a private name and renamed, so a concurrent or killed first run never
     // leaves a half-written folder under the final name.
     let partial = root.join(format!(
-        ".embedded-{:016x}.{}.partial",
-        fingerprint(),
+        ".embedded-{FINGERPRINT}.{}.partial",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&partial);

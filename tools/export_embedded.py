@@ -5,33 +5,26 @@ them back to fp32 on the CPU). Only the files the binary embeds are written
 
     .venv/bin/python tools/export_embedded.py runs/joint models/embedded
 
-A run stopped at a checkpoint exports too: `--checkpoint runs/joint/checkpoint-N --base
+A run stopped at a checkpoint exports too: `runs/joint/checkpoint-N models/embedded --base
 runs/vae16` takes the trained components' EMA averages from the checkpoint's
 `ema.safetensors` (their live weights when it has none) and the rest from the base.
 """
 import argparse
 import json
 import os
+import re
 import shutil
 
-import torch
 from safetensors.torch import load_file, save_file
 
-FILES = [
-    "model_index.json",
-    "scheduler/scheduler_config.json",
-    "tokenizer/vocab.json",
-    "tokenizer/merges.txt",
-    "tokenizer/tokenizer_config.json",
-    "text_encoder/config.json",
-    "text_encoder/model.safetensors",
-    "unet/config.json",
-    "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json",
-    "vae/diffusion_pytorch_model.safetensors",
-    "controlnet/config.json",
-    "controlnet/diffusion_pytorch_model.safetensors",
-]
+
+def embedded_files():
+    """The files the binary embeds, as `embedded![...]` in src/embedded_model.rs lists them (one
+    list, so the export and the binary cannot disagree)."""
+    src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src",
+                            "embedded_model.rs")).read()
+    block = src[src.index("embedded![") : src.index("];", src.index("embedded!["))]
+    return re.findall(r'"([^"]+)"', block)
 
 
 def main():
@@ -40,10 +33,12 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--base", help="where the components a checkpoint lacks come from")
     args = ap.parse_args()
+    if not os.path.isdir(args.run):
+        ap.error(f"{args.run} is not a folder (a finished run, or a checkpoint kept by --keep-checkpoints)")
     ema_path = os.path.join(args.run, "ema.safetensors")
     ema = load_file(ema_path) if args.base and os.path.exists(ema_path) else {}
     total = 0
-    for f in FILES:
+    for f in embedded_files():
         src, dst = os.path.join(args.run, f), os.path.join(args.out, f)
         if args.base and not os.path.exists(src):
             src = os.path.join(args.base, f)

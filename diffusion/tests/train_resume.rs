@@ -152,12 +152,9 @@ fn joint_training_resumes_exactly_and_writes_a_pipeline() {
     let _turn = serial();
     let joint = |out: &std::path::Path| {
         let mut c = config(out);
-        c.target = TrainTarget::ControlNet {
-            init: None,
-            conditioning_channels: 1,
-            conditioning_embedding_out_channels: vec![4, 4, 8, 8],
-            train_base: true,
-        };
+        if let TrainTarget::ControlNet { train_base, .. } = &mut c.target {
+            *train_base = true;
+        }
         c.max_steps = 3;
         c.checkpoint_every = 1;
         c.ema_decay = None;

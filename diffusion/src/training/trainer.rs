@@ -332,9 +332,21 @@ impl Trained {
         Ok(())
     }
 
-    /// Loads the weights a checkpoint saved for every component.
-    fn load(&self, dir: &Path, stores: &[&tch::nn::VarStore]) -> Result<()> {
-        for ((component, _, _), store) in self.components.iter().zip(stores) {
+    /// Loads the weights a checkpoint saved for every component into `sd`'s models.
+    fn load(&self, dir: &Path, sd: &StableDiffusion) -> Result<()> {
+        for (component, _, _) in &self.components {
+            let store = match *component {
+                "controlnet" => {
+                    &sd.controlnet
+                        .as_ref()
+                        .expect("ControlNet training has a ControlNet")
+                        .var_store
+                }
+                "unet" => &sd.unet.var_store,
+                "text_encoder" => &sd.text_encoder.var_store,
+                "vae" => &sd.vae.var_store,
+                other => unreachable!("no trained component {other}"),
+            };
             let folder = dir.join(component);
             let file = find_weights(&folder, Self::stem(component), None)?;
             fill(store, &file, |k| Some(k.to_string()))?;
@@ -496,23 +508,7 @@ pub fn train(
     };
     let mut step = 0;
     if let Some((s, dir)) = &resume {
-        let stores: Vec<&tch::nn::VarStore> = match &config.target {
-            TrainTarget::ControlNet { train_base, .. } => {
-                let cn = &sd
-                    .controlnet
-                    .as_ref()
-                    .expect("ControlNet training has a ControlNet")
-                    .var_store;
-                if *train_base {
-                    vec![cn, &sd.unet.var_store, &sd.text_encoder.var_store]
-                } else {
-                    vec![cn]
-                }
-            }
-            TrainTarget::UNet => vec![&sd.unet.var_store, &sd.text_encoder.var_store],
-            TrainTarget::Vae { .. } => vec![&sd.vae.var_store],
-        };
-        trained.load(dir, &stores)?;
+        trained.load(dir, &sd)?;
         let state: Value = read_json(&dir.join(STATE_FILE))?;
         optimizer.load(
             &dir.join("optimizer.safetensors"),
@@ -627,16 +623,15 @@ pub fn train(
             trained.components[0].1["scaling_factor"] = json!(factor);
         }
         trained.save(&dir, ema.as_ref())?;
-        match config.target {
-            TrainTarget::ControlNet {
-                train_base: false, ..
-            } => {}
-            // A trained UNet or VAE makes a new base: complete the folder with the base's
-            // other components so it loads (and trains further) as a pipeline.
-            TrainTarget::ControlNet {
-                train_base: true, ..
-            } => complete_pipeline(&config.base, &dir, &trained, true)?,
-            _ => complete_pipeline(&config.base, &dir, &trained, false)?,
+        // A trained UNet or VAE makes a new base (with its ControlNet when trained jointly):
+        // complete the folder with the base's other components so it loads (and trains
+        // further) as a pipeline. A ControlNet alone stays a ControlNet folder.
+        let (is_pipeline, with_controlnet) = match config.target {
+            TrainTarget::ControlNet { train_base, .. } => (train_base, true),
+            _ => (true, false),
+        };
+        if is_pipeline {
+            complete_pipeline(&config.base, &dir, &trained, with_controlnet)?;
         }
         Some(dir)
     } else {
@@ -663,19 +658,19 @@ fn latent_scaling_factor(
     let n = order.len().min(256);
     tch::manual_seed(config.seed as i64);
     let (mut sum, mut sum_sq, mut count) = (0.0, 0.0, 0.0);
+    let random_crop = matches!(
+        config.target,
+        TrainTarget::Vae {
+            random_crop: true,
+            ..
+        }
+    );
     tch::no_grad(|| -> Result<()> {
         for chunk in order[..n].chunks(config.batch_size.max(1)) {
             let samples = chunk
                 .iter()
                 .map(|&i| data.get(i))
                 .collect::<Result<Vec<_>>>()?;
-            let random_crop = matches!(
-                config.target,
-                TrainTarget::Vae {
-                    random_crop: true,
-                    ..
-                }
-            );
             let (pixels, _) = vae_batch(&samples, config.resolution, random_crop, config.device)?;
             let z = vae.encode(&pixels)?.sample()?.f_to_kind(Kind::Double)?;
             sum += z.f_sum(Kind::Double)?.f_double_value(&[])?;
