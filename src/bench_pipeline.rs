@@ -29,8 +29,9 @@ use crate::bench_unet::{median, peak_rss_mb};
 
 #[derive(Args)]
 pub struct PipelineBenchArgs {
-    /// Whole generations on each side.
-    #[arg(long, default_value_t = 1)]
+    /// Whole generations on each side; the median counts (one run alone is at the mercy of a
+    /// noisy machine).
+    #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Denoising steps per generation.
     #[arg(long, default_value_t = 20)]

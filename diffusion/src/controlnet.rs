@@ -190,18 +190,28 @@ impl ControlNetModel {
         conditioning_scale: f64,
         guess_mode: bool,
     ) -> Result<ControlResiduals> {
-        let batch = self
-            .trunk
-            .check_sample(sample, encoder_hidden_states, "ControlNetModel")?;
+        let hint = self.embed_condition(controlnet_cond)?;
+        self.forward_embedded(
+            sample,
+            timestep,
+            encoder_hidden_states,
+            &hint,
+            conditioning_scale,
+            guess_mode,
+        )
+    }
+
+    /// The control image through the conditioning embedding: the `hint` that is added to the
+    /// trunk's `conv_in` output. It depends on neither the latents nor the timestep, so a
+    /// sampler computes it once per generation instead of at every step (diffusers recomputes
+    /// it inside every ControlNet call).
+    pub fn embed_condition(&self, controlnet_cond: &Tensor) -> Result<Tensor> {
         let cond_size = controlnet_cond.size();
-        if cond_size.len() != 4
-            || cond_size[1] != self.config.conditioning_channels
-            || cond_size[0] != batch
-        {
+        if cond_size.len() != 4 || cond_size[1] != self.config.conditioning_channels {
             return Err(Error::Shape {
                 what: "ControlNetModel controlnet_cond",
                 message: format!(
-                    "{cond_size:?}: expected [{batch}, {}, H, W]",
+                    "{cond_size:?}: expected [batch, {}, H, W]",
                     self.config.conditioning_channels
                 ),
             });
@@ -211,20 +221,34 @@ impl ControlNetModel {
         } else {
             controlnet_cond.shallow_clone()
         };
+        let cond = self.trunk.conv_in.cast_input(&cond)?;
+        self.controlnet_cond_embedding.forward(&cond)
+    }
+
+    /// [`Self::forward`] with the control image already through [`Self::embed_condition`].
+    pub fn forward_embedded(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+        hint: &Tensor,
+        conditioning_scale: f64,
+        guess_mode: bool,
+    ) -> Result<ControlResiduals> {
+        let batch = self
+            .trunk
+            .check_sample(sample, encoder_hidden_states, "ControlNetModel")?;
         let sample = self.trunk.conv_in.cast_input(sample)?;
         let encoder_hidden_states = &self.trunk.conv_in.cast_input(encoder_hidden_states)?;
-        let cond = self.trunk.conv_in.cast_input(&cond)?;
         let temb = self.trunk.time_embedding(timestep, batch, sample.kind())?;
         let xs = self.trunk.conv_in.forward(&sample)?;
-        let hint = self.controlnet_cond_embedding.forward(&cond)?;
-        if hint.size()[2..] != xs.size()[2..] {
+        let hint_size = hint.size();
+        if hint_size.len() != 4 || hint_size[0] != batch || hint_size[1..] != xs.size()[1..] {
             return Err(Error::Shape {
                 what: "ControlNetModel controlnet_cond",
                 message: format!(
-                    "control image {:?} embeds to {:?}, the latents are {:?}",
-                    &cond_size[2..],
-                    &hint.size()[2..],
-                    &xs.size()[2..]
+                    "the control image embeds to {hint_size:?}, the latents need {:?}",
+                    xs.size()
                 ),
             });
         }

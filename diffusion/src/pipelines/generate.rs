@@ -166,7 +166,9 @@ impl StableDiffusion {
                 } else {
                     image
                 };
-                Some((c, cn, image, guess_mode))
+                // Constant over the steps: embedded once here, not in every ControlNet call.
+                let hint = cn.model.embed_condition(&image)?;
+                Some((c, cn, hint, guess_mode))
             }
             _ => None,
         };
@@ -210,7 +212,7 @@ impl StableDiffusion {
             let scaled = scheduler.scale_model_input(&doubled, t);
             let timestep = Tensor::from(t).to_device(device);
             let residuals = match &control {
-                Some((settings, cn, image, guess_mode)) => {
+                Some((settings, cn, hint, guess_mode)) => {
                     // diffusers' controlnet_keep: off before start and after end.
                     let before = (i as f64 / total as f64) < settings.guidance_start;
                     let after = ((i + 1) as f64 / total as f64) > settings.guidance_end;
@@ -226,11 +228,11 @@ impl StableDiffusion {
                         // unconditional half gets zero residuals.
                         let input = scheduler.scale_model_input(&latents, t);
                         let cond_embeds = embeds.narrow(0, n, n);
-                        let r = cn.model.forward(
+                        let r = cn.model.forward_embedded(
                             &input,
                             &timestep,
                             &cond_embeds,
-                            image,
+                            hint,
                             scale,
                             true,
                         )?;
@@ -240,11 +242,11 @@ impl StableDiffusion {
                             mid: pad(&r.mid),
                         })
                     } else {
-                        Some(cn.model.forward(
+                        Some(cn.model.forward_embedded(
                             &scaled,
                             &timestep,
                             &embeds,
-                            image,
+                            hint,
                             scale,
                             *guess_mode,
                         )?)
