@@ -237,7 +237,7 @@ mod tests {
     /// threads rely on.
     fn filled(shape: &[i64], phase: f64, scale: f64) -> Tensor {
         let n: i64 = shape.iter().product();
-        (Tensor::arange(n, (Kind::Float, tch::Device::Cpu)) * 0.7071 + phase)
+        (Tensor::arange(n, (Kind::Float, tch::Device::Cpu)) * 0.618 + phase)
             .sin()
             .view(shape)
             * scale
