@@ -139,6 +139,11 @@ pub struct ControlNetArgs {
     /// scratch); OUT is then a whole pipeline with its ControlNet.
     #[arg(long)]
     train_base: bool,
+    /// Train on random crops of --resolution (image and glyph mask alike) at the images' own
+    /// size instead of resizing them: text keeps its scale, e.g. 128² crops for a model
+    /// sampled at 256².
+    #[arg(long)]
+    random_crop: bool,
 }
 
 /// Shards decoded on demand.
@@ -193,7 +198,7 @@ impl TrainProgress for Bar {
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
-    let (common, target) = match cmd {
+    let (common, target, random_crop) = match cmd {
         TrainCommand::Controlnet(a) => {
             if !matches!(a.conditioning_channels, 1 | 3) {
                 bail!(
@@ -209,16 +214,17 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                     conditioning_embedding_out_channels: a.conditioning_embedding_channels,
                     train_base: a.train_base,
                 },
+                a.random_crop,
             )
         }
-        TrainCommand::Unet(a) => (a, TrainTarget::UNet),
+        TrainCommand::Unet(a) => (a, TrainTarget::UNet, false),
         TrainCommand::Vae(a) => (
             a.common,
             TrainTarget::Vae {
                 kl_weight: a.kl_weight,
                 text_weight: a.text_weight,
-                random_crop: a.random_crop,
             },
+            a.random_crop,
         ),
     };
     let samples = read_samples(&common.data)
@@ -229,6 +235,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     }
     let mut config = TrainConfig::new(&common.base, &common.out, target);
     config.resolution = common.resolution;
+    config.random_crop = random_crop;
     config.batch_size = common.batch_size;
     config.gradient_accumulation = common.gradient_accumulation;
     config.max_steps = common.max_steps;

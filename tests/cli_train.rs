@@ -273,3 +273,60 @@ fn bad_input_gets_a_clear_error() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `--random-crop` trains a ControlNet on crops of the synthetic posters (larger than the
+/// 64² resolution) and records it in the run's settings, so a resume without it is refused.
+#[test]
+fn train_controlnet_on_random_crops() {
+    let data = tmp("crop-data");
+    let d = data.display().to_string();
+    ok(&letterpress(&[
+        "dataset", "synth", "--n", "2", "-o", &d, "--seed", "4",
+    ]));
+    let out = tmp("crop-controlnet");
+    let o = out.display().to_string();
+    let base = fixture("sd1-controlnet");
+    let args = |crop: bool, steps: &'static str| {
+        let mut a = vec![
+            "train",
+            "controlnet",
+            "--base",
+            &base,
+            "--data",
+            &d,
+            "--out",
+            &o,
+            "--resolution",
+            "64",
+            "--batch-size",
+            "2",
+            "--max-steps",
+            steps,
+            "--checkpoint-every",
+            "1",
+            "--conditioning-channels",
+            "1",
+            "--conditioning-embedding-channels",
+            "4,4,8,8",
+        ];
+        if crop {
+            a.push("--random-crop");
+        }
+        a
+    };
+    ok(&letterpress(&args(true, "1")));
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("checkpoint-1/trainer_state.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["run"]["target"], "controlnet-crops", "{state}");
+    assert!(
+        out.join("controlnet/diffusion_pytorch_model.safetensors")
+            .is_file()
+    );
+    let refused = letterpress(&args(false, "2"));
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("other settings"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -53,3 +53,11 @@ pub use weights::{
     FromPretrained, LoadOptions, Loaded, PipelineFolder, build_random, default_kind, fill,
     find_weights, load, load_with_config, read_json,
 };
+
+/// Unit tests that seed or draw from torch's one global generator take turns through this
+/// lock: in parallel test threads they would draw from each other's streams.
+#[cfg(test)]
+pub(crate) fn global_rng_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}

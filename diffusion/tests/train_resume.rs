@@ -221,8 +221,8 @@ fn trained_vae_latents_have_unit_variance_after_scaling() {
     c.target = TrainTarget::Vae {
         kl_weight: 1e-6,
         text_weight: 4.0,
-        random_crop: true,
     };
+    c.random_crop = true;
     c.max_steps = 3;
     c.ema_decay = None;
     let report = train(&c, &Blocks, &NoTrainProgress).expect("VAE training");

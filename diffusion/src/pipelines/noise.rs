@@ -86,6 +86,7 @@ mod tests {
     /// `torch.randn(8, generator=torch.Generator().manual_seed(S))` recorded with torch 2.11.0.
     #[test]
     fn seeded_latents_equal_torch() {
+        let _turn = crate::global_rng_turn();
         let cases: [(u64, [f32; 8]); 3] = [
             (0, TORCH_SEED_0),
             (42, TORCH_SEED_42),
@@ -100,6 +101,7 @@ mod tests {
 
     #[test]
     fn per_image_noise_is_independent_of_n() {
+        let _turn = crate::global_rng_turn();
         let mut one = PerImageNoise::new(&[5]);
         let mut two = PerImageNoise::new(&[9, 5]);
         let a = one.randn(&[1, 4, 2, 2], Kind::Float, Device::Cpu);
@@ -114,6 +116,7 @@ mod tests {
     /// generator, as img2img makes them: `g = Generator().manual_seed(7); randn(1,4,64,64, g); randn(3, g)`.
     #[test]
     fn consecutive_draws_equal_torch() {
+        let _turn = crate::global_rng_turn();
         let draws = seeded_draws(7, &[&[1, 4, 64, 64], &[3]]);
         let flat = draws[0].flatten(0, -1);
         assert_eq!(flat.double_value(&[0]) as f32, -0.8201345205307007_f32);
