@@ -37,13 +37,18 @@ fn ok(out: &Output) {
     );
 }
 
+/// A synthetic corpus of `n` posters in a fresh folder; its path.
+fn synth(name: &str, n: &str, seed: &str) -> String {
+    let d = tmp(name).display().to_string();
+    ok(&letterpress(&[
+        "dataset", "synth", "--n", n, "-o", &d, "--seed", seed,
+    ]));
+    d
+}
+
 #[test]
 fn train_controlnet_and_unet_on_synthetic_shards() {
-    let data = tmp("data");
-    let d = data.display().to_string();
-    ok(&letterpress(&[
-        "dataset", "synth", "--n", "4", "-o", &d, "--seed", "3",
-    ]));
+    let d = synth("data", "4", "3");
 
     let out = tmp("controlnet");
     let o = out.display().to_string();
@@ -278,11 +283,7 @@ fn bad_input_gets_a_clear_error() {
 /// 64² resolution) and records it in the run's settings, so a resume without it is refused.
 #[test]
 fn train_controlnet_on_random_crops() {
-    let data = tmp("crop-data");
-    let d = data.display().to_string();
-    ok(&letterpress(&[
-        "dataset", "synth", "--n", "2", "-o", &d, "--seed", "4",
-    ]));
+    let d = synth("crop-data", "2", "4");
     let out = tmp("crop-controlnet");
     let o = out.display().to_string();
     let base = fixture("sd1-controlnet");
