@@ -102,7 +102,7 @@ impl Conv2d {
         }
         // [n, c_in·k·k, out_h·out_w]
         let columns = xs.f_im2col([k, k], [1, 1], [self.padding; 2], [self.stride; 2])?;
-        let mut out = self.weight.f_view([c_out, -1])?.f_matmul(&columns)?;
+        let mut out = self.weight.f_reshape([c_out, -1])?.f_matmul(&columns)?;
         if let Some(bias) = &self.bias {
             out = out.f_add(&bias.f_view([c_out, 1])?)?;
         }
