@@ -252,7 +252,8 @@ impl ControlNetModel {
                 ),
             });
         }
-        let mut xs = xs + hint;
+        let hint = self.trunk.conv_in.cast_input(hint)?;
+        let mut xs = xs.f_add(&hint)?;
         let mut skips = vec![xs.shallow_clone()];
         for block in &self.trunk.down_blocks {
             let (out, states) = block.forward(&xs, &temb, encoder_hidden_states)?;

@@ -95,9 +95,13 @@ impl Conv2d {
         }
         let (n, _, h, w) = xs.size4()?;
         let (c_out, _, k, _) = self.weight.size4()?;
+        // A kernel larger than the padded input: conv2d gives the error.
+        if h + 2 * self.padding < k || w + 2 * self.padding < k {
+            return Ok(None);
+        }
         let out_h = (h + 2 * self.padding - k) / self.stride + 1;
         let out_w = (w + 2 * self.padding - k) / self.stride + 1;
-        if out_h <= 0 || out_w <= 0 || n * out_h * out_w > MAX_POSITIONS {
+        if n * out_h * out_w > MAX_POSITIONS {
             return Ok(None);
         }
         // [n, c_in·k·k, out_h·out_w]
@@ -243,43 +247,76 @@ mod tests {
             * scale
     }
 
-    fn conv(c_in: i64, c_out: i64, stride: i64) -> Conv2d {
+    fn conv(c_in: i64, c_out: i64, kernel: i64, stride: i64, padding: i64, bias: bool) -> Conv2d {
+        let fan_in = (c_in * kernel * kernel) as f64;
         Conv2d {
-            weight: filled(&[c_out, c_in, 3, 3], 0.0, 1.0 / (9.0 * c_in as f64).sqrt()),
-            bias: Some(filled(&[c_out], 1.0, 0.1)),
+            weight: filled(&[c_out, c_in, kernel, kernel], 0.0, 1.0 / fan_in.sqrt()),
+            bias: bias.then(|| filled(&[c_out], 1.0, 0.1)),
             stride,
-            padding: 1,
+            padding,
         }
     }
 
     /// The im2col route against torch's own `conv2d` on the shapes where it is taken.
     #[test]
     fn gemm_convolution_equals_conv2d() {
-        // 1280 → 1280, 3×3: SD's inner-block convolution; stride 2 is its downsampler.
-        for (stride, side) in [(1, 4), (1, 8), (2, 8)] {
-            let layer = conv(1280, 1280, stride);
-            let xs = filled(&[2, 1280, side, side], 2.0, 1.0);
-            let gemm = layer.forward_as_gemm(&xs).unwrap();
-            let gemm = gemm.expect("this shape takes the im2col route");
-            let reference = xs.conv2d(
-                &layer.weight,
-                layer.bias.as_ref(),
-                [stride; 2],
-                [1; 2],
-                [1; 2],
-                1,
-            );
-            assert_eq!(gemm.size(), reference.size());
-            let err = (gemm - &reference).abs().max().double_value(&[]);
-            assert!(
-                err < 1e-4,
-                "stride {stride}, {side}×{side}: max abs error {err}"
-            );
+        // (c_in, kernel, stride, padding, bias, input side): SD's 1280-channel 3×3 convolution
+        // at 4×4 and 8×8, its downsampler (stride 2), the VAE's downsampler form (padding 0,
+        // stride 2) on an odd side, the ControlNet's 1×1 zero convolutions, no bias.
+        let cases = [
+            (1280, 3, 1, 1, true, 4),
+            (1280, 3, 1, 1, true, 8),
+            (1280, 3, 2, 1, true, 8),
+            (1280, 3, 2, 0, true, 9),
+            (1280, 1, 1, 0, true, 8),
+            (2560, 1, 1, 0, false, 4),
+            (1280, 3, 1, 1, false, 4),
+        ];
+        for (c_in, kernel, stride, padding, bias, side) in cases {
+            let layer = conv(c_in, 1280, kernel, stride, padding, bias);
+            // Channels-last storage: a non-contiguous input must work too.
+            for channels_last in [false, true] {
+                let xs = if channels_last {
+                    filled(&[2, side, side, c_in], 2.0, 1.0).permute([0, 3, 1, 2])
+                } else {
+                    filled(&[2, c_in, side, side], 2.0, 1.0)
+                };
+                let what = format!(
+                    "{c_in}→1280 {kernel}×{kernel} stride {stride} padding {padding} bias {bias} \
+                     on {side}×{side}, channels last {channels_last}"
+                );
+                let gemm = layer.forward_as_gemm(&xs).unwrap();
+                let gemm = gemm.unwrap_or_else(|| panic!("{what}: takes the im2col route"));
+                let reference = xs.conv2d(
+                    &layer.weight,
+                    layer.bias.as_ref(),
+                    [stride; 2],
+                    [padding; 2],
+                    [1; 2],
+                    1,
+                );
+                assert_eq!(gemm.size(), reference.size(), "{what}");
+                let err = (gemm - &reference).abs().max().double_value(&[]);
+                assert!(err < 1e-4, "{what}: max abs error {err}");
+            }
         }
-        // Small weights and large outputs stay with oneDNN.
+        // Small weights, large outputs and kernels larger than the input stay with conv2d.
         let xs = filled(&[1, 64, 4, 4], 0.0, 1.0);
-        assert!(conv(64, 64, 1).forward_as_gemm(&xs).unwrap().is_none());
+        assert!(
+            conv(64, 64, 3, 1, 1, true)
+                .forward_as_gemm(&xs)
+                .unwrap()
+                .is_none()
+        );
         let xs = filled(&[2, 1280, 16, 16], 0.0, 1.0);
-        assert!(conv(1280, 1280, 1).forward_as_gemm(&xs).unwrap().is_none());
+        let layer = conv(1280, 1280, 3, 1, 1, true);
+        assert!(layer.forward_as_gemm(&xs).unwrap().is_none());
+        let xs = filled(&[1, 1280, 2, 2], 0.0, 1.0);
+        assert!(
+            conv(1280, 1280, 3, 1, 0, true)
+                .forward_as_gemm(&xs)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -1063,8 +1063,11 @@ mod tests {
         let ys = value(&pixels.narrow(1, 1, 1));
         // Each crop is a window of the original at the image's own scale …
         let dx = xs.narrow(3, 1, 63) - xs.narrow(3, 0, 63);
-        assert_eq!(dx.min().double_value(&[]), 1.0);
-        assert_eq!(dx.max().double_value(&[]), 1.0);
+        let dy = ys.narrow(2, 1, 63) - ys.narrow(2, 0, 63);
+        for d in [dx, dy] {
+            assert_eq!(d.min().double_value(&[]), 1.0);
+            assert_eq!(d.max().double_value(&[]), 1.0);
+        }
         let x0 = xs.amin([1, 2, 3], false);
         let y0 = ys.amin([1, 2, 3], false);
         assert!(x0.max().double_value(&[]) <= f64::from(w - 64));
