@@ -12,6 +12,8 @@ fn weight(p: &nn::Path, dims: &[i64]) -> Result<Tensor> {
     // keeps these values, loading overwrites every variable.
     let fan_in: i64 = dims.iter().skip(1).product();
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    // The draw uses torch's global generator: not between a seeded draw's seed and its noise.
+    let _generator = crate::global_generator();
     Ok(p.f_var(
         "weight",
         dims,
@@ -214,6 +216,8 @@ pub(crate) struct Embedding {
 
 impl Embedding {
     pub(crate) fn new(p: nn::Path, num: i64, dim: i64) -> Result<Self> {
+        // A draw from torch's global generator, as in `weight`.
+        let _generator = crate::global_generator();
         Ok(Self {
             weight: p.f_var(
                 "weight",
@@ -300,23 +304,19 @@ mod tests {
                 assert!(err < 1e-4, "{what}: max abs error {err}");
             }
         }
-        // Small weights, large outputs and kernels larger than the input stay with conv2d.
-        let xs = filled(&[1, 64, 4, 4], 0.0, 1.0);
-        assert!(
-            conv(64, 64, 3, 1, 1, true)
-                .forward_as_gemm(&xs)
-                .unwrap()
-                .is_none()
-        );
-        let xs = filled(&[2, 1280, 16, 16], 0.0, 1.0);
-        let layer = conv(1280, 1280, 3, 1, 1, true);
-        assert!(layer.forward_as_gemm(&xs).unwrap().is_none());
-        let xs = filled(&[1, 1280, 2, 2], 0.0, 1.0);
-        assert!(
-            conv(1280, 1280, 3, 1, 0, true)
-                .forward_as_gemm(&xs)
-                .unwrap()
-                .is_none()
-        );
+        // Small weights, large outputs and kernels larger than the input stay with conv2d:
+        // (c_in, padding, input shape).
+        for (c_in, padding, shape) in [
+            (64, 1, [1, 64, 4, 4]),
+            (1280, 1, [2, 1280, 16, 16]),
+            (1280, 0, [1, 1280, 2, 2]),
+        ] {
+            let layer = conv(c_in, c_in, 3, 1, padding, true);
+            let gemm = layer.forward_as_gemm(&filled(&shape, 0.0, 1.0)).unwrap();
+            assert!(
+                gemm.is_none(),
+                "{c_in} channels, padding {padding}, {shape:?}"
+            );
+        }
     }
 }

@@ -54,10 +54,12 @@ pub use weights::{
     find_weights, load, load_with_config, read_json,
 };
 
-/// Unit tests that seed or draw from torch's one global generator take turns through this
-/// lock: in parallel test threads they would draw from each other's streams.
-#[cfg(test)]
-pub(crate) fn global_rng_turn() -> std::sync::MutexGuard<'static, ()> {
-    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    TURN.lock().unwrap_or_else(|e| e.into_inner())
+/// tch exposes only torch's process-wide generator. Every seed-and-draw sequence that must be
+/// reproducible (`pipelines::noise::seeded_draws`), and every other draw the library makes
+/// while a generation may run in another thread (a model's random initial values, drawn while
+/// it is built for loading), holds this one lock, so none lands between another's
+/// `manual_seed` and its draws.
+pub(crate) fn global_generator() -> std::sync::MutexGuard<'static, ()> {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GENERATOR.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -122,18 +122,12 @@ fn request(case: &Value) -> GenerationRequest {
     r
 }
 
-// Every test here that loads a model takes turns: building a model draws its initial values
-// from torch's one global generator (the weights then overwrite them), and a load in another
-// thread between a seeded draw's `manual_seed` and its `randn` would change that draw's noise.
-// The pipeline's own lock (`seeded_draws`) covers only the draws.
+// One model load per folder would be nicer, but the cases are cheap; a lock keeps the
+// CPU generator's draws of parallel tests apart anyway (the pipeline holds it per draw).
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn run_case(name: &str) {
-    let _serial = serial();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cases = cases();
     let case = &cases[name];
     let refs = common::refs("pipeline");
@@ -222,7 +216,6 @@ fn inpaint_9_channel_unet_below_full_strength() {
 
 #[test]
 fn textdiffuser2_ids_equal_the_reference() {
-    let _serial = serial();
     let cases = cases();
     let case = &cases["td2"];
     let refs = common::refs("pipeline");
@@ -240,7 +233,6 @@ fn textdiffuser2_ids_equal_the_reference() {
 
 #[test]
 fn bad_requests_get_clear_errors() {
-    let _serial = serial();
     let model = StableDiffusion::load(&dir().join("td2"), None, &LoadOptions::default()).unwrap();
     let cancel = AtomicBool::new(false);
     let mut r = GenerationRequest::new("x");
@@ -298,7 +290,6 @@ fn bad_requests_get_clear_errors() {
 
 #[test]
 fn cancel_stops_between_steps_and_seed_is_reported() {
-    let _serial = serial();
     let model = StableDiffusion::load(&dir().join("td2"), None, &LoadOptions::default()).unwrap();
     let cancel = AtomicBool::new(false);
     let mut r = GenerationRequest::new("x");
@@ -344,7 +335,6 @@ fn cancel_stops_between_steps_and_seed_is_reported() {
 
 #[test]
 fn controlnet_on_another_latent_grid_is_refused_at_load() {
-    let _serial = serial();
     // sd1's VAE downsamples 2x, its ControlNet's hint encoder 8x: every generation would fail
     // on a shape mismatch, so loading says why instead.
     let sd1 = common::fixtures().join("sd1");

@@ -159,15 +159,11 @@ impl StableDiffusion {
                     request.height,
                     config.conditioning_channels,
                 )
-                .to_device(device)
-                .repeat([n, 1, 1, 1]);
-                let image = if guidance && !guess_mode {
-                    Tensor::cat(&[&image, &image], 0)
-                } else {
-                    image
-                };
-                // Constant over the steps: embedded once here, not in every ControlNet call.
-                let hint = cn.model.embed_condition(&image)?;
+                .to_device(device);
+                // One control image for every image and both guidance halves, constant over
+                // the steps: embedded once here, not per copy in every ControlNet call.
+                let copies = if guidance && !guess_mode { 2 * n } else { n };
+                let hint = cn.model.embed_condition(&image)?.repeat([copies, 1, 1, 1]);
                 Some((c, cn, hint, guess_mode))
             }
             _ => None,

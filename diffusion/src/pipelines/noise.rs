@@ -3,22 +3,18 @@
 //! diffusers draws with `torch.Generator().manual_seed(S)` on the CPU; `tch::manual_seed(S)` then
 //! `randn` on the CPU draws from the same Philox-free mt19937 stream, so the first draws after
 //! seeding are identical (verified by the `seeded_latents` test against values torch recorded).
-//! tch exposes only the process-wide generator, so every seed-and-draw sequence holds one lock:
-//! two generations in one process cannot interleave their draws.
-
-use std::sync::Mutex;
+//! tch exposes only the process-wide generator, so every seed-and-draw sequence holds one lock
+//! (`crate::global_generator`): two generations in one process cannot interleave their draws.
 
 use tch::{Device, Kind, Tensor};
 
 use crate::schedulers::NoiseSource;
 
-static GENERATOR: Mutex<()> = Mutex::new(());
-
 /// Seeds the CPU generator with `seed` and draws one fp32 tensor per shape, in order: exactly
 /// the tensors `g = torch.Generator().manual_seed(seed)` gives for
 /// `[torch.randn(s, generator=g) for s in shapes]`.
 pub fn seeded_draws(seed: u64, shapes: &[&[i64]]) -> Vec<Tensor> {
-    let _guard = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    let _guard = crate::global_generator();
     // torch takes the seed as a uint64; tch passes the same 64 bits as i64.
     tch::manual_seed(seed as i64);
     shapes
@@ -86,7 +82,6 @@ mod tests {
     /// `torch.randn(8, generator=torch.Generator().manual_seed(S))` recorded with torch 2.11.0.
     #[test]
     fn seeded_latents_equal_torch() {
-        let _turn = crate::global_rng_turn();
         let cases: [(u64, [f32; 8]); 3] = [
             (0, TORCH_SEED_0),
             (42, TORCH_SEED_42),
@@ -101,7 +96,6 @@ mod tests {
 
     #[test]
     fn per_image_noise_is_independent_of_n() {
-        let _turn = crate::global_rng_turn();
         let mut one = PerImageNoise::new(&[5]);
         let mut two = PerImageNoise::new(&[9, 5]);
         let a = one.randn(&[1, 4, 2, 2], Kind::Float, Device::Cpu);
@@ -116,7 +110,6 @@ mod tests {
     /// generator, as img2img makes them: `g = Generator().manual_seed(7); randn(1,4,64,64, g); randn(3, g)`.
     #[test]
     fn consecutive_draws_equal_torch() {
-        let _turn = crate::global_rng_turn();
         let draws = seeded_draws(7, &[&[1, 4, 64, 64], &[3]]);
         let flat = draws[0].flatten(0, -1);
         assert_eq!(flat.double_value(&[0]) as f32, -0.8201345205307007_f32);
