@@ -32,6 +32,9 @@ pub use error::LayoutError;
 pub use grid::{GRID_SIZE, GridBox};
 pub use keywords::{extract_keywords, normalize_keywords, parse_keyword_list};
 pub use measure::{InkExtent, TextMeasure};
-pub use planner::{LlmApi, LlmConfig, LlmPlanner, Plan, Template, TypographicPlanner};
+pub use planner::{
+    CanvasPlan, LlmApi, LlmConfig, LlmPlanner, Plan, PlannerChoice, Template, TypographicPlanner,
+    plan_on_canvas,
+};
 pub use tokens::{layout_tokens, line_tokens};
 pub use types::{Align, BBox, Layout, Rgb, TextLine};

@@ -1,8 +1,11 @@
 //! Layout planners: the typographic planner (default, no model) and the LLM planner
 //! (any OpenAI-compatible server, TextDiffuser-2's own planner included).
 
+mod canvas;
 mod llm;
 mod typographic;
+
+pub use canvas::{CanvasPlan, PlannerChoice, plan_on_canvas};
 
 pub use llm::{LlmApi, LlmConfig, LlmPlanner};
 pub use typographic::{
