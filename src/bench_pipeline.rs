@@ -89,7 +89,7 @@ pub fn run(args: PipelineBenchArgs) -> Result<()> {
     if args.runs == 0 || args.steps == 0 || args.size < 64 || args.size % 64 != 0 {
         bail!("--runs and --steps must be at least 1 and --size a multiple of 64");
     }
-    let device = crate::generate_cmd::parse_device(&args.device)?;
+    let device = crate::device::parse_device(&args.device)?;
     let kind = match args.dtype.as_deref() {
         None => letterpress_diffusion::default_kind(device),
         Some("fp32") => Kind::Float,

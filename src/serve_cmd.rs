@@ -45,6 +45,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         Some(dir) => Some(crate::serve_engine::loader(
             dir.clone(),
             settings.device.clone(),
+            settings.font.clone(),
         )?),
         None => None,
     };

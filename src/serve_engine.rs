@@ -1,41 +1,36 @@
-//! The service's diffusion engine: letterpress-diffusion's pipelines behind letterpress-api's
-//! `PosterEngine` boundary. The loader runs on the API's worker thread, which then owns the
-//! model (tensors are not `Sync`).
+//! The service's engine: letterpress-poster's `PosterEngine` behind letterpress-api's
+//! `PosterEngine` trait. This adapter only translates: the API's job into a `PosterRequest`,
+//! the poster's events and errors into the API's. The loader runs on the API's worker thread,
+//! which then owns the model (tensors are not `Sync`).
 
-use std::cell::RefCell;
+use std::cell::Cell;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Result, bail};
 use image::RgbImage;
 use letterpress_api::{
-    EngineError, EngineInfo, EngineJob, EngineLoader, PosterEngine, StepProgress, StopToken,
+    EngineError, EngineEvent, EngineInfo, EngineJob, EngineLoader, PosterEngine, StepProgress,
+    StopToken,
 };
-use letterpress_diffusion::pipelines::{
-    ControlSettings, GenerationRequest, InitImage, ModelSource, StableDiffusion, TextConditioning,
-};
+use letterpress_diffusion::pipelines::ModelSource;
 use letterpress_diffusion::schedulers::{SchedulerConfig, build_scheduler};
-use letterpress_diffusion::{Error, LoadOptions, SchedulerKind};
-use letterpress_layout::layout_tokens;
-
-/// How the model reads the layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Conditioning {
-    /// A glyph ControlNet sees the mask.
-    ControlNet,
-    /// TextDiffuser-2: layout tokens after the caption.
-    TextDiffuser2,
-}
+use letterpress_diffusion::{LoadOptions, SchedulerKind};
+use letterpress_layout::Layout;
+use letterpress_poster::{
+    PosterError, PosterEvent, PosterInit, PosterRequest, PosterText, RepaintRegion,
+};
+use letterpress_render::{MissingGlyph, RenderOptions};
 
 pub struct DiffusionEngine {
-    model: StableDiffusion,
-    conditioning: Conditioning,
+    poster: letterpress_poster::PosterEngine,
     /// Scheduler names that load with this model's config; the model's own first.
     schedulers: Vec<String>,
 }
 
 /// Checks the device and folder now (a clear error at start-up) and returns the loader.
-pub fn loader(model_dir: PathBuf, device: String) -> Result<EngineLoader> {
+/// `font` is the service's default font (default: the renderer's).
+pub fn loader(model_dir: PathBuf, device: String, font: Option<String>) -> Result<EngineLoader> {
     if !model_dir.exists() {
         bail!(
             "--model-dir {}: not found; expected a diffusers folder with unet/, controlnet/, \
@@ -43,39 +38,41 @@ pub fn loader(model_dir: PathBuf, device: String) -> Result<EngineLoader> {
             model_dir.display()
         );
     }
-    let device = crate::generate_cmd::parse_device(&device)?;
+    let options = crate::device::load_options(&device, None)?;
+    // Services report glyphs no font has as warnings rather than failing the request, as
+    // `/v1/render` does.
+    let mut render = RenderOptions {
+        missing_glyph: MissingGlyph::Skip,
+        ..Default::default()
+    };
+    if let Some(font) = font {
+        render.font = font;
+    }
     Ok(Box::new(move || {
-        DiffusionEngine::load(&model_dir, device)
+        DiffusionEngine::load(&model_dir, &options, render)
             .map(|e| Box::new(e) as Box<dyn PosterEngine>)
             .map_err(|e| format!("{e:#}"))
     }))
 }
 
 impl DiffusionEngine {
-    pub fn load(model_dir: &Path, device: letterpress_diffusion::tch::Device) -> Result<Self> {
+    pub fn load(model_dir: &Path, options: &LoadOptions, render: RenderOptions) -> Result<Self> {
         let source = ModelSource {
             model: model_dir.to_path_buf(),
-            controlnet: None,
-            tokenizer: None,
-            config_dir: None,
-        };
-        let options = LoadOptions {
-            device,
             ..Default::default()
         };
-        let model = StableDiffusion::load_from(&source, &options)?;
+        let poster = letterpress_poster::PosterEngine::load(&source, options, render)?;
+        let model = poster.model();
         let td2_tokens = ["l519", "[a]"]
             .iter()
             .all(|t| model.tokenizer.token_to_id(t).is_some());
-        let conditioning = match (model.controlnet.is_some(), td2_tokens) {
-            (true, _) => Conditioning::ControlNet,
-            (false, true) => Conditioning::TextDiffuser2,
-            (false, false) => bail!(
+        if model.controlnet.is_none() && !td2_tokens {
+            bail!(
                 "{}: neither a ControlNet nor a TextDiffuser-2 tokenizer; the service needs a \
                  model that reads the layout",
                 model_dir.display()
-            ),
-        };
+            );
+        }
         let own = own_scheduler(&model.scheduler_config);
         let mut schedulers = vec![own.clone()];
         for name in SchedulerKind::NAMES {
@@ -86,11 +83,7 @@ impl DiffusionEngine {
                 schedulers.push(name.to_string());
             }
         }
-        Ok(DiffusionEngine {
-            model,
-            conditioning,
-            schedulers,
-        })
+        Ok(DiffusionEngine { poster, schedulers })
     }
 }
 
@@ -104,10 +97,44 @@ fn own_scheduler(config: &SchedulerConfig) -> String {
         .to_string()
 }
 
+/// The poster request an API job describes.
+fn poster_request(job: &EngineJob) -> Result<PosterRequest, EngineError> {
+    let mut r = PosterRequest::new(job.prompt.clone());
+    r.negative_prompt = job.negative_prompt.clone();
+    r.text = match &job.layout {
+        Some(layout) => PosterText::Layout(layout.clone()),
+        None if !job.keywords.is_empty() => PosterText::Keywords(job.keywords.clone()),
+        // The API paints prompts without text too: an empty layout is a blank glyph mask,
+        // which tells a glyph ControlNet "no text here".
+        None if letterpress_layout::extract_keywords(&job.prompt).is_empty() => {
+            PosterText::Layout(Layout::new(job.width, job.height, Vec::new()))
+        }
+        None => PosterText::Quoted,
+    };
+    (r.width, r.height) = (Some(job.width), Some(job.height));
+    r.n = job.n as usize;
+    r.seed = Some(job.seed);
+    r.steps = job.steps as usize;
+    r.guidance_scale = f64::from(job.guidance_scale);
+    r.scheduler = Some(
+        job.scheduler
+            .parse::<SchedulerKind>()
+            .map_err(|e| EngineError::Unsupported(e.to_string()))?,
+    );
+    r.control.conditioning_scale = f64::from(job.controlnet_conditioning_scale);
+    r.preview_every = job.preview_every as usize;
+    r.init = job.init.as_ref().map(|init| PosterInit {
+        image: init.image.clone(),
+        strength: f64::from(init.strength),
+        region: init.inpaint_line.map(RepaintRegion::Line),
+    });
+    Ok(r)
+}
+
 impl PosterEngine for DiffusionEngine {
     fn info(&self) -> EngineInfo {
         EngineInfo {
-            model: self.model.model_name.clone(),
+            model: self.poster.model().model_name.clone(),
             schedulers: self.schedulers.clone(),
         }
     }
@@ -115,81 +142,56 @@ impl PosterEngine for DiffusionEngine {
     fn generate(
         &mut self,
         job: &EngineJob,
-        progress: &mut dyn FnMut(StepProgress),
+        events: &mut dyn FnMut(EngineEvent) -> ControlFlow<()>,
         stop: &StopToken,
     ) -> Result<Vec<RgbImage>, EngineError> {
-        let mut request = GenerationRequest::new(job.prompt.clone());
-        request.negative_prompt = job.negative_prompt.clone();
-        request.width = job.width;
-        request.height = job.height;
-        request.steps = job.steps as usize;
-        request.guidance_scale = f64::from(job.guidance_scale);
-        request.scheduler = Some(
-            job.scheduler
-                .parse::<SchedulerKind>()
-                .map_err(|e| EngineError::Unsupported(e.to_string()))?,
-        );
-        request.num_images = job.n as usize;
-        request.seed = Some(job.seed);
-        request.preview = job.preview_every > 0;
-        match self.conditioning {
-            Conditioning::ControlNet => {
-                let mut control = ControlSettings::new(job.glyph_mask.clone());
-                control.conditioning_scale = f64::from(job.controlnet_conditioning_scale);
-                request.control = Some(control);
-            }
-            Conditioning::TextDiffuser2 => {
-                request.conditioning = TextConditioning::TextDiffuser2 {
-                    layout_tokens: layout_tokens(&job.layout),
-                };
-            }
-        }
-        if let Some(init) = &job.init {
-            // The same line mask `letterpress generate --inpaint-line` uses (1-based there).
-            let mask = init
-                .inpaint_line
-                .map(|i| {
-                    crate::generate_cmd::line_mask(Some(&job.layout), i + 1, job.width, job.height)
-                })
-                .transpose()
-                .map_err(|e| EngineError::Unsupported(format!("{e:#}")))?;
-            request.init = Some(InitImage {
-                image: init.image.clone(),
-                strength: f64::from(init.strength),
-                mask,
-            });
-        }
-        // The pipeline checks one flag between steps; the stop token (cancel, timeout,
-        // shutdown) is folded into it after every step.
-        let cancel = AtomicBool::new(stop.should_stop());
-        let progress = RefCell::new(progress);
-        let every = job.preview_every.max(1) as usize;
-        let on_step = |e: letterpress_diffusion::pipelines::StepEvent| {
-            if e.step > 0 {
-                let preview = e.preview.filter(|_| e.step % every == 0);
-                (progress.borrow_mut())(StepProgress {
-                    step: e.step as u32,
-                    steps: e.total as u32,
+        let request = poster_request(job)?;
+        // The handler's Break stops the poster like the stop token does.
+        let broken = Cell::new(false);
+        let mut on_event = |event: PosterEvent<'_>| {
+            let event = match event {
+                PosterEvent::Planned { layout, warnings } => EngineEvent::Planned {
+                    layout: layout.clone(),
+                    warnings: warnings.to_vec(),
+                },
+                PosterEvent::Rendered {
+                    glyph_mask,
+                    warnings,
+                } => EngineEvent::Rendered {
+                    glyph_mask: glyph_mask.clone(),
+                    warnings: warnings.to_vec(),
+                },
+                PosterEvent::Step {
+                    step,
+                    steps,
                     preview,
-                });
-            }
-            if stop.should_stop() {
-                cancel.store(true, Ordering::Relaxed);
+                } => EngineEvent::Step(StepProgress {
+                    step: step as u32,
+                    steps: steps as u32,
+                    preview,
+                }),
+            };
+            if events(event).is_break() {
+                broken.set(true);
             }
         };
-        let generation = match self.model.generate(&request, &on_step, &cancel) {
-            Ok(g) => g,
-            Err(Error::Canceled) => return Err(EngineError::Stopped),
-            Err(Error::Request(m)) => return Err(EngineError::Unsupported(m)),
-            Err(e) => return Err(EngineError::Failed(format!("{e:#}"))),
-        };
-        generation
-            .images
-            .iter()
-            .map(|img| {
-                img.to_rgb8()
-                    .map_err(|e| EngineError::Failed(format!("{e:#}")))
+        let poster = self
+            .poster
+            .make(&request, &mut on_event, &|| {
+                broken.get() || stop.should_stop()
             })
-            .collect()
+            .map_err(engine_error)?;
+        Ok(poster.images.into_iter().map(|i| i.image).collect())
+    }
+}
+
+fn engine_error(e: PosterError) -> EngineError {
+    match e {
+        PosterError::Stopped => EngineError::Stopped,
+        e @ (PosterError::Layout(_) | PosterError::Render(_)) if e.is_request_error() => {
+            EngineError::InvalidLayout(e.to_string())
+        }
+        e if e.is_request_error() => EngineError::Unsupported(e.to_string()),
+        e => EngineError::Failed(format!("{e:#}")),
     }
 }

@@ -13,7 +13,7 @@ use letterpress_diffusion::training::{
 use letterpress_layout::{layout_tokens, td2};
 use letterpress_ocr::dataset::{ShardSample, read_samples};
 
-use crate::generate_cmd::parse_device;
+use crate::device::parse_device;
 
 #[derive(Subcommand)]
 pub enum TrainCommand {

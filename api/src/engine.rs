@@ -1,7 +1,9 @@
-//! The boundary to the diffusion model. This crate never touches tensors: the binary
-//! implements [`PosterEngine`] with letterpress-diffusion and hands the service a loader that
-//! runs on the worker thread, which then owns the model for its whole life.
+//! The boundary to the poster engine. This crate never touches tensors: the binary
+//! implements [`PosterEngine`] with letterpress-poster (which plans, renders and paints) and
+//! hands the service a loader that runs on the worker thread, which then owns the model for
+//! its whole life (docs/architecture.md, "Dependency rules").
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -9,20 +11,21 @@ use std::time::Instant;
 use image::{GrayImage, RgbImage};
 use letterpress_layout::Layout;
 
-/// One job's diffusion inputs, already planned and rendered.
+/// One job's poster request: what the client asked for, with defaults filled in.
 #[derive(Debug, Clone)]
 pub struct EngineJob {
     pub prompt: String,
     pub negative_prompt: String,
-    /// The layout the glyph mask was drawn from (TextDiffuser-2 models read its tokens).
-    pub layout: Layout,
-    /// White text on black at `width`×`height`: the glyph ControlNet's control image.
-    pub glyph_mask: GrayImage,
+    /// The client's layout, fitted to `width`×`height` when its canvas differs; `None`: the
+    /// engine plans `keywords`.
+    pub layout: Option<Layout>,
+    /// The text lines to plan; empty: the text quoted in the prompt.
+    pub keywords: Vec<String>,
     pub width: u32,
     pub height: u32,
     /// Images to paint, 1–8.
     pub n: u32,
-    /// Seed of the first image; image `i` uses `seed + i`.
+    /// Seed of the first image; image `i` uses `seed + i`. The planner uses it too.
     pub seed: u64,
     pub steps: u32,
     pub guidance_scale: f32,
@@ -43,8 +46,25 @@ pub struct EngineInit {
     pub image: RgbImage,
     /// (0, 1].
     pub strength: f32,
-    /// 0-based index into `layout.lines`, already checked to be in range.
+    /// 0-based index into the layout's lines, already checked to be in range.
     pub inpaint_line: Option<usize>,
+}
+
+/// What the engine reports while it makes a poster, in stage order.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    /// The layout drawn, at the job's size, with the planner's warnings.
+    Planned {
+        layout: Layout,
+        warnings: Vec<String>,
+    },
+    /// The glyph mask, white text on black at the job's size, with the renderer's warnings.
+    Rendered {
+        glyph_mask: GrayImage,
+        warnings: Vec<String>,
+    },
+    /// A denoising step finished.
+    Step(StepProgress),
 }
 
 /// Progress reported after each denoising step.
@@ -69,9 +89,12 @@ pub struct EngineInfo {
 /// Why a generation did not produce images.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The cancel token fired between steps.
-    #[error("stopped between denoising steps")]
+    /// The stop token fired, or the event handler asked to stop, between stages or steps.
+    #[error("stopped between stages or denoising steps")]
     Stopped,
+    /// The layout could not be planned or drawn; reported to the client.
+    #[error("{0}")]
+    InvalidLayout(String),
     /// The job asks for something this model cannot do; reported to the client.
     #[error("{0}")]
     Unsupported(String),
@@ -84,12 +107,13 @@ pub enum EngineError {
 pub trait PosterEngine {
     fn info(&self) -> EngineInfo;
 
-    /// Paints `job.n` images. Calls `progress` after every step and checks `stop` between
-    /// steps, answering [`EngineError::Stopped`] once it is set.
+    /// Plans, renders and paints `job.n` images. Calls `events` after each stage and step
+    /// and checks `stop` between them, answering [`EngineError::Stopped`] once it is set or
+    /// once `events` answers [`ControlFlow::Break`].
     fn generate(
         &mut self,
         job: &EngineJob,
-        progress: &mut dyn FnMut(StepProgress),
+        events: &mut dyn FnMut(EngineEvent) -> ControlFlow<()>,
         stop: &StopToken,
     ) -> Result<Vec<RgbImage>, EngineError>;
 }

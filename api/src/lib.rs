@@ -1,10 +1,11 @@
-//! letterpress-api: the poster pipeline that joins the crates (plan → render → diffuse) and
-//! the HTTP service around it: Replicate-style jobs with server-sent progress, an
-//! OpenAI-compatible images endpoint, a bounded queue in SQLite, a worker thread that owns
-//! the model, API keys, rate limits, CORS, metrics and an OpenAPI document.
+//! letterpress-api: the HTTP poster service: Replicate-style jobs with server-sent progress,
+//! an OpenAI-compatible images endpoint, layout planning and glyph rendering endpoints, a
+//! bounded queue in SQLite, a worker thread that owns the engine, API keys, rate limits, CORS,
+//! metrics and an OpenAPI document.
 //!
-//! The crate never touches tensors: generation goes through [`PosterEngine`], which the
-//! binary implements with letterpress-diffusion and passes in as an [`EngineLoader`].
+//! The crate never touches tensors: posters are made through [`PosterEngine`], which the
+//! binary implements with letterpress-poster and passes in as an [`EngineLoader`]
+//! (docs/architecture.md, "Dependency rules").
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,7 +27,6 @@ mod init_image;
 mod input;
 mod metrics;
 mod openapi;
-mod poster;
 mod routes;
 mod server;
 mod settings;
@@ -36,8 +36,8 @@ mod worker;
 
 pub use auth::sha256_hex;
 pub use engine::{
-    EngineError, EngineInfo, EngineInit, EngineJob, EngineLoader, PosterEngine, StepProgress,
-    StopReason, StopToken,
+    EngineError, EngineEvent, EngineInfo, EngineInit, EngineJob, EngineLoader, PosterEngine,
+    StepProgress, StopReason, StopToken,
 };
 pub use error::ApiError;
 pub use routes::app;

@@ -82,7 +82,7 @@ impl Shared {
         let llm = settings
             .llm_url
             .as_deref()
-            .map(|url| crate::poster::llm_config(url, &settings.llm_model));
+            .map(|url| llm_config(url, &settings.llm_model));
         let key_hashes = settings
             .api_key_hashes
             .iter()
@@ -129,3 +129,11 @@ impl Shared {
 /// A job is started at most this often: a crash during its first run requeues it, a crash
 /// during the second fails it with `interrupted` (so a job that kills the process cannot loop).
 pub const MAX_ATTEMPTS: u32 = 2;
+
+/// The LLM planner's configuration from the service settings: a request waits at most a
+/// minute for the planner's server.
+fn llm_config(url: &str, model: &str) -> LlmConfig {
+    let mut config = LlmConfig::new(url, model);
+    config.timeout = std::time::Duration::from_secs(60);
+    config
+}

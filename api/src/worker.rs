@@ -1,23 +1,26 @@
-//! The worker: one thread that owns the model and runs jobs from the store's queue, one at a
-//! time: plan → render → denoise (with step events and previews) → encode → store.
+//! The worker: one thread that owns the engine and runs jobs from the store's queue, one at a
+//! time. The engine makes the poster (plan → render → denoise); the worker stores what each
+//! stage produced as files of the job, turns the stages into events and the job's status, and
+//! records how the job ended.
 
 use std::io::Cursor;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use image::{DynamicImage, ImageFormat, RgbImage};
+use image::{DynamicImage, GrayImage, ImageFormat, RgbImage};
+use letterpress_layout::Layout;
 use serde_json::{Value, json};
 
 use crate::engine::{
-    EngineError, EngineInit, EngineJob, EngineLoader, PosterEngine, StepProgress, StopReason,
-    StopToken,
+    EngineError, EngineEvent, EngineInit, EngineJob, EngineLoader, PosterEngine, StepProgress,
+    StopReason, StopToken,
 };
 use crate::hub::LiveEvent;
 use crate::ids;
 use crate::input::{DEFAULT_STRENGTH, GenerationInput, OutputFormat};
-use crate::poster::{self, PlannerChoice};
 use crate::state::{AppState, ModelState};
 use crate::store::{FileRecord, Job, Status, now_ms};
 
@@ -227,105 +230,55 @@ fn execute(
                 .into(),
         };
     };
-    let fail = |code, message: String| Outcome::Failed { code, message };
-    let store_err = |e: crate::store::StoreError| {
-        tracing::error!(error = %e, "storing a file");
-        Outcome::Failed {
-            code: "internal_error",
-            message: "the server could not store a file".into(),
-        }
+    let engine_job = match engine_job(state, job, input) {
+        Ok(j) => j,
+        Err(outcome) => return outcome,
     };
-
-    // 1. Layout: the client's (fitted to the canvas) or planned.
-    let (layout, warnings) = match &input.layout {
-        Some(l) if (l.width, l.height) == (input.width, input.height) => (l.clone(), Vec::new()),
-        Some(l) => (
-            poster::fit(
-                l,
-                input.width,
-                input.height,
-                (0, 0),
-                input.width,
-                input.height,
-            ),
-            Vec::new(),
-        ),
-        None => {
-            let keywords = if input.keywords.is_empty() {
-                letterpress_layout::extract_keywords(&input.prompt)
-            } else {
-                input.keywords.clone()
-            };
-            match poster::plan(
-                &state.renderer,
-                None,
-                PlannerChoice::Typographic,
-                &input.prompt,
-                &keywords,
-                (input.width, input.height),
-                input.seed,
-            ) {
-                Ok(plan) => (plan.layout, plan.warnings),
-                Err(e) => return fail("invalid_layout", e.to_string()),
-            }
-        }
-    };
-    let layout_json = serde_json::to_vec_pretty(&layout).unwrap_or_default();
-    let layout_file = match save_file(
+    let mut stages = Stages {
         state,
         job,
-        "layout",
-        "application/json",
-        "json",
-        &layout_json,
-    ) {
-        Ok(id) => id,
-        Err(e) => return store_err(e),
+        layout_file: None,
+        mask_file: None,
+        failure: None,
+        last_step: Instant::now(),
     };
-    emit(
-        state,
-        &job.id,
-        "layout",
-        json!({ "layout": layout, "file": layout_file, "warnings": warnings }),
-        None,
-    );
-    if let Some(o) = stopped(stop, timeout) {
-        return o;
+    let result = engine.generate(&engine_job, &mut |e| stages.on_event(e), stop);
+    if let Some(outcome) = stages.failure.take() {
+        return outcome;
     }
+    let fail = |code, message: String| Outcome::Failed { code, message };
+    let images = match result {
+        Ok(images) => images,
+        Err(EngineError::Stopped) => {
+            return stopped(stop, timeout).unwrap_or(Outcome::Canceled);
+        }
+        Err(EngineError::InvalidLayout(m)) => return fail("invalid_layout", m),
+        Err(EngineError::Unsupported(m)) => return fail("unsupported", m),
+        Err(EngineError::Failed(m)) => {
+            tracing::error!(error = %m, "the engine failed");
+            return fail(
+                "generation_failed",
+                "the model failed to generate; the server log has the details".into(),
+            );
+        }
+    };
+    let image_files = match store_images(state, job, input.output_format, images) {
+        Ok(ids) => ids,
+        Err(outcome) => return outcome,
+    };
+    Outcome::Succeeded(json!({
+        "images": image_files,
+        "mask": stages.mask_file,
+        "layout": stages.layout_file,
+        "seed": input.seed,
+    }))
+}
 
-    // 2. Glyph mask.
-    let _ = state.store.set_status(&job.id, Status::Rendering);
-    let rendering = match state.renderer.render(&layout) {
-        Ok(r) => r,
-        Err(e) => return fail("invalid_layout", e.to_string()),
-    };
-    let mask_png = match encode(
-        &DynamicImage::ImageLuma8(rendering.glyph_mask.clone()),
-        OutputFormat::Png,
-    ) {
-        Ok(b) => b,
-        Err(e) => return fail("internal_error", format!("encoding the mask: {e}")),
-    };
-    let mask_file = match save_file(state, job, "mask", "image/png", "png", &mask_png) {
-        Ok(id) => id,
-        Err(e) => return store_err(e),
-    };
-    emit(
-        state,
-        &job.id,
-        "rendering",
-        json!({ "file": mask_file, "warnings": rendering.warnings }),
-        None,
-    );
-    if let Some(o) = stopped(stop, timeout) {
-        return o;
-    }
-
-    // 3. Denoising.
-    let _ = state.store.set_status(&job.id, Status::Running);
+/// The engine's request for a stored job; the init image (checked at submit) is loaded now,
+/// as the file may have expired since.
+fn engine_job(state: &AppState, job: &Job, input: &GenerationInput) -> Result<EngineJob, Outcome> {
     let init = match &input.init_image {
         None => None,
-        // Checked at submit; the file may have expired since.
         Some(r) => {
             match crate::init_image::load(&state.store, &job.owner, r, (input.width, input.height))
             {
@@ -334,15 +287,20 @@ fn execute(
                     strength: input.strength.unwrap_or(DEFAULT_STRENGTH) as f32,
                     inpaint_line: input.inpaint_line.map(|i| i as usize),
                 }),
-                Err(e) => return fail("invalid_input", e.message),
+                Err(e) => {
+                    return Err(Outcome::Failed {
+                        code: "invalid_input",
+                        message: e.message,
+                    });
+                }
             }
         }
     };
-    let engine_job = EngineJob {
+    Ok(EngineJob {
         prompt: input.prompt.clone(),
         negative_prompt: input.negative_prompt.clone(),
-        layout: layout.clone(),
-        glyph_mask: rendering.glyph_mask,
+        layout: input.layout.clone(),
+        keywords: input.keywords.clone(),
         width: input.width,
         height: input.height,
         n: input.n,
@@ -353,59 +311,139 @@ fn execute(
         controlnet_conditioning_scale: input.controlnet_conditioning_scale as f32,
         preview_every: input.preview_every,
         init,
-    };
-    let mut last_step = Instant::now();
-    let preview_side = state.settings.preview_side;
-    let mut progress = |p: StepProgress| {
-        state
+    })
+}
+
+/// A running job's side of the engine's events: each stage's output becomes a file of the
+/// job and an event for its watchers, and the job's status follows the stages.
+struct Stages<'a> {
+    state: &'a AppState,
+    job: &'a Job,
+    layout_file: Option<String>,
+    mask_file: Option<String>,
+    /// Set when storing a stage's output failed; the engine is then told to stop.
+    failure: Option<Outcome>,
+    last_step: Instant,
+}
+
+impl Stages<'_> {
+    fn on_event(&mut self, event: EngineEvent) -> ControlFlow<()> {
+        let stored = match event {
+            EngineEvent::Planned { layout, warnings } => self.planned(&layout, &warnings),
+            EngineEvent::Rendered {
+                glyph_mask,
+                warnings,
+            } => self.rendered(glyph_mask, &warnings),
+            EngineEvent::Step(p) => {
+                self.step(p);
+                Ok(())
+            }
+        };
+        match stored {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(outcome) => {
+                self.failure = Some(outcome);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    fn planned(&mut self, layout: &Layout, warnings: &[String]) -> Result<(), Outcome> {
+        let json = serde_json::to_vec_pretty(layout).unwrap_or_default();
+        let file = save_file(
+            self.state,
+            self.job,
+            "layout",
+            "application/json",
+            "json",
+            &json,
+        )
+        .map_err(store_failure)?;
+        emit(
+            self.state,
+            &self.job.id,
+            "layout",
+            json!({ "layout": layout, "file": file, "warnings": warnings }),
+            None,
+        );
+        self.layout_file = Some(file);
+        let _ = self.state.store.set_status(&self.job.id, Status::Rendering);
+        Ok(())
+    }
+
+    fn rendered(&mut self, glyph_mask: GrayImage, warnings: &[String]) -> Result<(), Outcome> {
+        let png =
+            encode(&DynamicImage::ImageLuma8(glyph_mask), OutputFormat::Png).map_err(|e| {
+                Outcome::Failed {
+                    code: "internal_error",
+                    message: format!("encoding the mask: {e}"),
+                }
+            })?;
+        let file = save_file(self.state, self.job, "mask", "image/png", "png", &png)
+            .map_err(store_failure)?;
+        emit(
+            self.state,
+            &self.job.id,
+            "rendering",
+            json!({ "file": file, "warnings": warnings }),
+            None,
+        );
+        self.mask_file = Some(file);
+        let _ = self.state.store.set_status(&self.job.id, Status::Running);
+        Ok(())
+    }
+
+    fn step(&mut self, p: StepProgress) {
+        self.state
             .metrics
-            .observe_step(last_step.elapsed().as_secs_f64());
-        last_step = Instant::now();
+            .observe_step(self.last_step.elapsed().as_secs_f64());
+        self.last_step = Instant::now();
         let preview = p
             .preview
-            .and_then(|img| preview_data_url(img, preview_side));
+            .and_then(|img| preview_data_url(img, self.state.settings.preview_side));
         emit(
-            state,
-            &job.id,
+            self.state,
+            &self.job.id,
             "step",
             json!({ "step": p.step, "steps": p.steps }),
             preview.map(|p| ("preview", Value::String(p))),
         );
-    };
-    let images = match engine.generate(&engine_job, &mut progress, stop) {
-        Ok(images) => images,
-        Err(EngineError::Stopped) => {
-            return stopped(stop, timeout).unwrap_or(Outcome::Canceled);
-        }
-        Err(EngineError::Unsupported(m)) => return fail("unsupported", m),
-        Err(EngineError::Failed(m)) => {
-            tracing::error!(error = %m, "the engine failed");
-            return fail(
-                "generation_failed",
-                "the model failed to generate; the server log has the details".into(),
-            );
-        }
-    };
-
-    // 4. Images.
-    let mut image_files = Vec::with_capacity(images.len());
-    for img in images {
-        let bytes = match encode(&DynamicImage::ImageRgb8(img), input.output_format) {
-            Ok(b) => b,
-            Err(e) => return fail("internal_error", format!("encoding an image: {e}")),
-        };
-        let f = input.output_format;
-        match save_file(state, job, "image", f.content_type(), f.extension(), &bytes) {
-            Ok(id) => image_files.push(id),
-            Err(e) => return store_err(e),
-        }
     }
-    Outcome::Succeeded(json!({
-        "images": image_files,
-        "mask": mask_file,
-        "layout": layout_file,
-        "seed": input.seed,
-    }))
+}
+
+fn store_failure(e: crate::store::StoreError) -> Outcome {
+    tracing::error!(error = %e, "storing a file");
+    Outcome::Failed {
+        code: "internal_error",
+        message: "the server could not store a file".into(),
+    }
+}
+
+/// Encodes and stores the images; their file ids in order.
+fn store_images(
+    state: &AppState,
+    job: &Job,
+    format: OutputFormat,
+    images: Vec<RgbImage>,
+) -> Result<Vec<String>, Outcome> {
+    let mut ids = Vec::with_capacity(images.len());
+    for img in images {
+        let bytes = encode(&DynamicImage::ImageRgb8(img), format).map_err(|e| Outcome::Failed {
+            code: "internal_error",
+            message: format!("encoding an image: {e}"),
+        })?;
+        let id = save_file(
+            state,
+            job,
+            "image",
+            format.content_type(),
+            format.extension(),
+            &bytes,
+        )
+        .map_err(store_failure)?;
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 fn save_file(

@@ -1,10 +1,12 @@
 //! Router tests: every endpoint and its errors through `app(state).oneshot(...)`.
 //!
-//! Generation flows use `GlyphEngine`, a stand-in at the engine boundary that paints the glyph
-//! mask instead of running diffusion (the crate has no tensors; the real model is exercised by
-//! the workspace's `tests/serve_process.rs`). Everything else is real: SQLite store, files,
+//! Generation flows use `GlyphEngine`, a stand-in at the engine boundary that plans and renders
+//! as the poster engine does and paints the glyph mask instead of running diffusion (the crate
+//! has no tensors; the real poster engine is exercised by the workspace's
+//! `tests/serve_process.rs`). Everything else is real: SQLite store, files,
 //! worker thread, planner, renderer.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,14 +15,53 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use image::{GrayImage, RgbImage};
 use letterpress_api::{
-    AppState, EngineError, EngineInfo, EngineJob, PosterEngine, Settings, Shared, StepProgress,
-    StopToken, app, sha256_hex, spawn_worker,
+    AppState, EngineError, EngineEvent, EngineInfo, EngineJob, PosterEngine, Settings, Shared,
+    StepProgress, StopToken, app, sha256_hex, spawn_worker,
 };
+use letterpress_layout::{CanvasPlan, Layout, PlannerChoice, plan_on_canvas};
+use letterpress_render::{MissingGlyph, RenderOptions, Renderer};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 struct GlyphEngine {
     step_delay: Duration,
+    renderer: Renderer,
+}
+
+impl GlyphEngine {
+    fn new(step_delay: Duration) -> Self {
+        let options = RenderOptions {
+            missing_glyph: MissingGlyph::Skip,
+            ..Default::default()
+        };
+        GlyphEngine {
+            step_delay,
+            renderer: Renderer::new(options).unwrap(),
+        }
+    }
+
+    /// The layout the job asks for: its own, fitted to the canvas, or its keywords planned.
+    fn layout(&self, job: &EngineJob) -> Result<(Layout, Vec<String>), EngineError> {
+        if let Some(layout) = &job.layout {
+            return Ok((layout.fitted_to(job.width, job.height), Vec::new()));
+        }
+        let keywords = if job.keywords.is_empty() {
+            letterpress_layout::extract_keywords(&job.prompt)
+        } else {
+            job.keywords.clone()
+        };
+        let request = CanvasPlan {
+            prompt: &job.prompt,
+            keywords: &keywords,
+            width: job.width,
+            height: job.height,
+            seed: job.seed,
+            font: None,
+        };
+        let plan = plan_on_canvas(&self.renderer, &PlannerChoice::Typographic, &request)
+            .map_err(|e| EngineError::InvalidLayout(e.to_string()))?;
+        Ok((plan.layout, plan.warnings))
+    }
 }
 
 impl PosterEngine for GlyphEngine {
@@ -34,7 +75,7 @@ impl PosterEngine for GlyphEngine {
     fn generate(
         &mut self,
         job: &EngineJob,
-        progress: &mut dyn FnMut(StepProgress),
+        events: &mut dyn FnMut(EngineEvent) -> ControlFlow<()>,
         stop: &StopToken,
     ) -> Result<Vec<RgbImage>, EngineError> {
         let paint = |mask: &GrayImage, tint: u64| {
@@ -43,6 +84,24 @@ impl PosterEngine for GlyphEngine {
                 image::Rgb([v, (tint % 251) as u8, 255 - v])
             })
         };
+        let (layout, warnings) = self.layout(job)?;
+        let rendering = self
+            .renderer
+            .render(&layout)
+            .map_err(|e| EngineError::InvalidLayout(e.to_string()))?;
+        let stages = [
+            EngineEvent::Planned { layout, warnings },
+            EngineEvent::Rendered {
+                glyph_mask: rendering.glyph_mask.clone(),
+                warnings: rendering.warnings,
+            },
+        ];
+        for event in stages {
+            if events(event).is_break() || stop.should_stop() {
+                return Err(EngineError::Stopped);
+            }
+        }
+        let glyph_mask = rendering.glyph_mask;
         assert!(!job.prompt.contains("PANIC"), "a model bug");
         if let Some(init) = &job.init {
             // Hands the picture back with what it was asked marked in pixel (0, 0), so tests
@@ -65,15 +124,18 @@ impl PosterEngine for GlyphEngine {
             }
             std::thread::sleep(self.step_delay);
             let preview = (job.preview_every > 0 && step % job.preview_every == 0)
-                .then(|| paint(&job.glyph_mask, 0));
-            progress(StepProgress {
+                .then(|| paint(&glyph_mask, 0));
+            let progress = StepProgress {
                 step,
                 steps: job.steps,
                 preview,
-            });
+            };
+            if events(EngineEvent::Step(progress)).is_break() {
+                return Err(EngineError::Stopped);
+            }
         }
         Ok((0..job.n)
-            .map(|i| paint(&job.glyph_mask, job.seed + u64::from(i)))
+            .map(|i| paint(&glyph_mask, job.seed + u64::from(i)))
             .collect())
     }
 }
@@ -105,7 +167,7 @@ fn with_engine(settings: Settings, step_delay: Duration) -> AppState {
     spawn_worker(
         state.clone(),
         Some(Box::new(move || {
-            Ok(Box::new(GlyphEngine { step_delay }) as Box<dyn PosterEngine>)
+            Ok(Box::new(GlyphEngine::new(step_delay)) as Box<dyn PosterEngine>)
         })),
     );
     for _ in 0..500 {

@@ -10,11 +10,12 @@ use serde_json::json;
 
 use super::JsonBody;
 use crate::error::ApiError;
+use letterpress_layout::{CanvasPlan, PlannerChoice, plan_on_canvas};
+
 use crate::input::{
     Fields, MAX_PROMPT_CHARS, MAX_RENDER_SIDE, MAX_SEED, MAX_SIDE, MIN_SIDE, OutputFormat,
     RANDOM_SEED_MASK,
 };
-use crate::poster::{self, PlannerChoice};
 use crate::state::AppState;
 use crate::worker::encode;
 
@@ -37,28 +38,30 @@ pub async fn layouts(
     let seed = f
         .nullable_uint("seed", 0, MAX_SEED)?
         .unwrap_or_else(|| rand::random::<u64>() & RANDOM_SEED_MASK);
-    let choice = match f.choice("planner", &["typographic", "llm"])?.as_deref() {
-        Some("llm") if state.llm.is_none() => {
+    let choice = match (
+        f.choice("planner", &["typographic", "llm"])?.as_deref(),
+        &state.llm,
+    ) {
+        (Some("llm"), None) => {
             return Err(ApiError::invalid(
                 "planner",
                 "planner \"llm\" is not configured on this server (set llm_url); use \"typographic\"",
             ));
         }
-        Some("llm") => PlannerChoice::Llm,
+        (Some("llm"), Some(config)) => PlannerChoice::Llm(config.clone()),
         _ => PlannerChoice::Typographic,
     };
     let keywords = keywords.unwrap_or_else(|| letterpress_layout::extract_keywords(&prompt));
     let plan = tokio::task::spawn_blocking(move || {
-        poster::plan(
-            &state.renderer,
-            state.llm.as_ref(),
-            choice,
-            &prompt,
-            &keywords,
-            (width, height),
+        let request = CanvasPlan {
+            prompt: &prompt,
+            keywords: &keywords,
+            width,
+            height,
             seed,
-        )
-        .map(|plan| (plan, prompt, keywords))
+            font: None,
+        };
+        plan_on_canvas(&state.renderer, &choice, &request).map(|plan| (plan, prompt, keywords))
     })
     .await
     .map_err(ApiError::internal)?;
