@@ -27,6 +27,7 @@ mod input;
 mod metrics;
 mod openapi;
 mod poster;
+mod rate_limit;
 mod routes;
 mod server;
 mod settings;
