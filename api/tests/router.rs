@@ -250,7 +250,7 @@ async fn operations_endpoints() {
     }
     let r = get(&state, "/openapi.json").await;
     let doc = r.json();
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     for path in [
         "/v1/layouts",
         "/v1/render",

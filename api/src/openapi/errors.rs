@@ -2,9 +2,9 @@
 //! rather than repeated in every handler's attribute, since most operations share most of
 //! them.
 
+use utoipa::Modify;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
-use utoipa::Modify;
 
 const COMMON: &[(&str, &str)] = &[
     (

@@ -11,11 +11,11 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
-use errors::ErrorResponses;
 use crate::job_error::JobErrorCode;
 use crate::routes::{files, generations, openai, ops, plan};
 use crate::schema;
 use crate::state::AppState;
+use errors::ErrorResponses;
 
 pub use page::docs_page;
 

@@ -57,18 +57,48 @@ fn limits() -> Vec<(&'static str, &'static str, &'static str, Value)> {
     }
     for request in ["GenerationRequest", "OpenAIImageRequest"] {
         cases.push((request, "guidance_scale", "maximum", json!(MAX_GUIDANCE)));
-        cases.push((request, "negative_prompt", "maxLength", json!(MAX_PROMPT_CHARS)));
+        cases.push((
+            request,
+            "negative_prompt",
+            "maxLength",
+            json!(MAX_PROMPT_CHARS),
+        ));
         cases.push((request, "n", "maximum", json!(MAX_N)));
         cases.push((request, "steps", "maximum", json!(MAX_STEPS)));
     }
     cases.extend([
         ("GenerationRequest", "width", "minimum", json!(MIN_SIDE)),
         ("GenerationRequest", "width", "maximum", json!(MAX_SIDE)),
-        ("GenerationRequest", "height", "multipleOf", json!(SIDE_MULTIPLE)),
-        ("GenerationRequest", "controlnet_conditioning_scale", "maximum", json!(MAX_CONTROLNET_SCALE)),
-        ("GenerationRequest", "preview_every", "maximum", json!(MAX_STEPS)),
-        ("GenerationRequest", "inpaint_line", "maximum", json!(MAX_LINES - 1)),
-        ("GenerationRequest", "strength", "default", json!(DEFAULT_STRENGTH)),
+        (
+            "GenerationRequest",
+            "height",
+            "multipleOf",
+            json!(SIDE_MULTIPLE),
+        ),
+        (
+            "GenerationRequest",
+            "controlnet_conditioning_scale",
+            "maximum",
+            json!(MAX_CONTROLNET_SCALE),
+        ),
+        (
+            "GenerationRequest",
+            "preview_every",
+            "maximum",
+            json!(MAX_STEPS),
+        ),
+        (
+            "GenerationRequest",
+            "inpaint_line",
+            "maximum",
+            json!(MAX_LINES - 1),
+        ),
+        (
+            "GenerationRequest",
+            "strength",
+            "default",
+            json!(DEFAULT_STRENGTH),
+        ),
         ("LayoutRequest", "width", "minimum", json!(MIN_SIDE)),
         ("LayoutRequest", "height", "maximum", json!(MAX_SIDE)),
         ("Layout", "width", "maximum", json!(MAX_RENDER_SIDE)),

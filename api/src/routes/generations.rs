@@ -425,7 +425,11 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 /// A job as clients see it.
-pub(crate) async fn job_view(state: &AppState, job: &Job, base: &str) -> Result<Generation, ApiError> {
+pub(crate) async fn job_view(
+    state: &AppState,
+    job: &Job,
+    base: &str,
+) -> Result<Generation, ApiError> {
     let file = |id: &str| FileRef {
         id: id.to_string(),
         url: format!("{base}/v1/files/{id}"),

@@ -129,14 +129,15 @@ fn translate(
     if let Some(gs) = f.number("guidance_scale", 0.0, MAX_GUIDANCE)? {
         g.insert("guidance_scale".into(), json!(gs));
     }
-    let input = GenerationInput::from_json(Value::Object(g), schedulers, limits).map_err(|mut e| {
-        // width/height came from `size`.
-        if matches!(e.param.as_deref(), Some("width" | "height")) {
-            e.message = format!("size: {}", e.message);
-            e.param = Some("size".into());
-        }
-        e
-    })?;
+    let input =
+        GenerationInput::from_json(Value::Object(g), schedulers, limits).map_err(|mut e| {
+            // width/height came from `size`.
+            if matches!(e.param.as_deref(), Some("width" | "height")) {
+                e.message = format!("size: {}", e.message);
+                e.param = Some("size".into());
+            }
+            e
+        })?;
     Ok((input, b64))
 }
 

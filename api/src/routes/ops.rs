@@ -1,12 +1,12 @@
 //! Health, readiness, metrics, the OpenAPI document and its docs page, and the JSON 404/405.
 
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
 use crate::error::ApiError;
 use crate::openapi;
 use crate::schema::{GenerationAvailability, Health, Readiness, ServiceIndex};
 use crate::state::{AppState, ModelState};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
 
 #[utoipa::path(
     get,
@@ -37,9 +37,7 @@ fn availability(model: ModelState) -> GenerationAvailability {
             model: Some(info.model),
             schedulers: Some(info.schedulers),
         },
-        ModelState::Failed(_) => {
-            unavailable("the model failed to load (see the server log)")
-        }
+        ModelState::Failed(_) => unavailable("the model failed to load (see the server log)"),
     }
 }
 

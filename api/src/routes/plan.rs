@@ -1,11 +1,6 @@
 //! `POST /v1/layouts` (plan) and `POST /v1/render` (glyph mask), on the blocking pool so that
 //! font work never stalls the async runtime.
 
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
-use image::DynamicImage;
 use super::JsonBody;
 use crate::error::ApiError;
 use crate::input::{
@@ -16,6 +11,11 @@ use crate::poster::{self, PlannerChoice};
 use crate::schema::{LayoutRequest, PlanResponse, RenderRequest, Rendering};
 use crate::state::AppState;
 use crate::worker::encode;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use image::DynamicImage;
 
 pub const LAYOUT_FIELDS: &[&str] = &["prompt", "keywords", "width", "height", "seed", "planner"];
 pub const RENDER_FIELDS: &[&str] = &["layout", "format", "inverse", "segmentation", "preview"];

@@ -12,10 +12,8 @@ pub use generation::{
     GenerationUrls, JobError,
 };
 pub use params::{FileId, GenerationId};
-pub use requests::{
-    GenerationRequest, Keywords, LayoutRequest, OpenAIImageRequest, RenderRequest,
-};
+pub use requests::{GenerationRequest, Keywords, LayoutRequest, OpenAIImageRequest, RenderRequest};
 pub use responses::{
-    Binary, GenerationAvailability, Health, OpenAIImage, OpenAIImages, PlanResponse,
-    Readiness, Rendering, ServiceIndex,
+    Binary, GenerationAvailability, Health, OpenAIImage, OpenAIImages, PlanResponse, Readiness,
+    Rendering, ServiceIndex,
 };

@@ -11,8 +11,8 @@
 
 use serde::Deserialize;
 use serde_json::json;
-use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, Schema, Type};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::input::{MAX_KEYWORD_CHARS, MAX_KEYWORDS, OUTPUT_FORMATS, RESPONSE_FORMATS};

@@ -160,5 +160,8 @@ pub struct ServiceIndex {
 /// File bytes as they are (PNG, JPEG, WebP): how binary answers appear in the document.
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
-#[allow(dead_code, reason = "described in the document only; the bytes are sent as they are")]
+#[allow(
+    dead_code,
+    reason = "described in the document only; the bytes are sent as they are"
+)]
 pub struct Binary(Vec<u8>);
