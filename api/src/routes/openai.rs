@@ -203,3 +203,51 @@ fn unsuccessful(job: &Job) -> Result<(), ApiError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(status: Status, code: Option<&str>) -> Job {
+        Job {
+            id: "gen_x".into(),
+            owner: "anonymous".into(),
+            status,
+            input: Value::Null,
+            output: None,
+            error_code: code.map(Into::into),
+            error_message: Some("why".into()),
+            created_ms: 0,
+            started_ms: None,
+            completed_ms: None,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn job_outcomes_map_to_openai_errors() {
+        let cases = [
+            (
+                Status::Failed,
+                Some("invalid_layout"),
+                400,
+                "invalid_request",
+            ),
+            (Status::Failed, Some("unsupported"), 400, "invalid_request"),
+            (Status::Failed, Some("timeout"), 504, "timeout"),
+            (Status::Failed, Some("no_model"), 500, "generation_failed"),
+            (Status::Failed, None, 500, "generation_failed"),
+            (Status::Canceled, Some("canceled"), 409, "canceled"),
+            (Status::Running, None, 504, "timeout"),
+        ];
+        for (status, code, http, api_code) in cases {
+            let e = unsuccessful(&ended(status, code)).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (http, api_code),
+                "{status:?} {code:?}"
+            );
+        }
+        assert!(unsuccessful(&ended(Status::Succeeded, None)).is_ok());
+    }
+}
