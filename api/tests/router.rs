@@ -265,6 +265,11 @@ async fn operations_endpoints() {
         doc["components"]["schemas"]["GenerationRequest"]["properties"]["steps"]["maximum"],
         150
     );
+    assert_eq!(
+        doc["components"]["schemas"]["LayoutRequest"]["properties"]["planner"]["enum"],
+        json!(["typographic"]),
+        "no llm_url: the LLM planner is not offered"
+    );
     let r = get(&state, "/docs").await;
     let html = String::from_utf8(r.body).unwrap();
     assert!(html.contains("/v1/generations") && html.contains("GenerationRequest"));

@@ -113,3 +113,24 @@ pub struct GenerationEvent {
     pub event: EventKind,
     pub data: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn stored_output_reads_back_with_and_without_metrics() {
+        // The shape the worker stores: file ids, the seed, then metrics once timed.
+        let stored = json!({"images": ["file_a", "file_b"], "mask": "file_m", "layout": "file_l", "seed": 7});
+        let out: GenerationOutput = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!((out.images.len(), out.seed, out.metrics), (2, 7, None));
+        assert_eq!(serde_json::to_value(&out).unwrap(), stored);
+        let mut timed = stored;
+        timed["metrics"] = json!({"predict_time": 1.5});
+        let out: GenerationOutput = serde_json::from_value(timed.clone()).unwrap();
+        assert_eq!(out.metrics, Some(GenerationMetrics { predict_time: 1.5 }));
+        assert_eq!(serde_json::to_value(&out).unwrap(), timed);
+    }
+}
