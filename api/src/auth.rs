@@ -1,10 +1,8 @@
-//! Optional API keys (Bearer; only SHA-256 digests are kept) and a per-caller rate limit.
+//! Optional API keys (Bearer; only SHA-256 digests are kept), then the per-caller rate limit
+//! ([`crate::rate_limit`]).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
@@ -27,47 +25,6 @@ pub fn sha256_hex(text: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// A token bucket per caller: `per_minute` requests, refilled evenly; 0 turns it off.
-pub struct RateLimiter {
-    per_minute: u32,
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    pub fn new(per_minute: u32) -> Self {
-        RateLimiter {
-            per_minute,
-            buckets: Mutex::default(),
-        }
-    }
-
-    /// Ok, or the seconds until a request would be allowed.
-    pub fn check(&self, caller: &str) -> Result<(), u64> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        let capacity = f64::from(self.per_minute);
-        let per_second = capacity / 60.0;
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() > 100_000 {
-            // Forget callers whose buckets are full again, so addresses cannot grow the map forever.
-            buckets.retain(|_, (tokens, at)| {
-                *tokens + at.elapsed().as_secs_f64() * per_second < capacity
-            });
-        }
-        let (tokens, at) = buckets.entry(caller.to_string()).or_insert((capacity, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_second).min(capacity);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - *tokens) / per_second).ceil() as u64)
-        }
-    }
 }
 
 /// Middleware for `/v1/*`: checks the key (when keys are configured), then the rate limit.
@@ -140,15 +97,5 @@ mod tests {
             sha256_hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-    }
-
-    #[test]
-    fn bucket_empties_and_says_when_to_retry() {
-        let limiter = RateLimiter::new(2);
-        assert!(limiter.check("a").is_ok());
-        assert!(limiter.check("a").is_ok());
-        let wait = limiter.check("a").unwrap_err();
-        assert!((1..=30).contains(&wait), "{wait}");
-        assert!(limiter.check("b").is_ok(), "buckets are per caller");
     }
 }

@@ -19,16 +19,24 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The body of every error answer.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    #[schema(inline)]
+    error: ErrorDetail<'a>,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+struct ErrorDetail<'a> {
+    /// Machine-readable reason.
     code: &'a str,
+    /// For people: what was wrong and what is allowed.
     message: &'a str,
+    /// The request field at fault, or null.
+    #[schema(required = true)]
     param: Option<&'a str>,
+    /// OpenAI's error type, from the status.
     #[serde(rename = "type")]
     kind: &'a str,
 }
@@ -99,8 +107,8 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
                 param: self.param.as_deref(),

@@ -316,7 +316,8 @@ pub fn parse_layout(value: Value, name: &str, max_side: u32) -> Result<Layout, A
     Ok(Layout::new(width as u32, height as u32, out))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The images' file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputFormat {
     Png,
@@ -342,7 +343,8 @@ impl OutputFormat {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How answers carry the images: URLs, or base64 inline too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResponseFormat {
     Url,

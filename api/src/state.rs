@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use letterpress_layout::LlmConfig;
 use letterpress_render::{MissingGlyph, RenderOptions, Renderer};
 
-use crate::auth::RateLimiter;
 use crate::engine::EngineInfo;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
 use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 

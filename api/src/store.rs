@@ -9,6 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::job_error::JobErrorCode;
+
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("job database: {0}")]
@@ -23,7 +25,8 @@ pub enum StoreError {
 }
 
 /// A job's status, as in Replicate/cog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
     Planning,
@@ -241,11 +244,11 @@ impl Store {
     pub fn recover_interrupted(&self, max_attempts: u32) -> Result<(usize, usize), StoreError> {
         let conn = self.conn();
         let failed = conn.execute(
-            "UPDATE jobs SET status = 'failed', error_code = 'interrupted',
+            "UPDATE jobs SET status = 'failed', error_code = ?3,
                  error_message = 'the server stopped while this job ran, ' || attempts || ' time(s); it was not retried again',
                  completed_ms = ?2
              WHERE status IN ('planning', 'rendering', 'running') AND attempts >= ?1",
-            params![max_attempts, now_ms()],
+            params![max_attempts, now_ms(), JobErrorCode::Interrupted.as_str()],
         )?;
         let requeued = conn.execute(
             "UPDATE jobs SET status = 'queued', started_ms = NULL
@@ -389,10 +392,10 @@ impl Store {
     /// Cancels a job that has not started; false when it already had.
     pub fn cancel_queued(&self, id: &str) -> Result<bool, StoreError> {
         let n = self.conn().execute(
-            "UPDATE jobs SET status = 'canceled', completed_ms = ?2, error_code = 'canceled',
+            "UPDATE jobs SET status = 'canceled', completed_ms = ?2, error_code = ?3,
                  error_message = 'canceled by the client before it started'
              WHERE id = ?1 AND status = 'queued'",
-            params![id, now_ms()],
+            params![id, now_ms(), JobErrorCode::Canceled.as_str()],
         )?;
         Ok(n == 1)
     }

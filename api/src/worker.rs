@@ -21,6 +21,8 @@ use crate::engine::{
 use crate::hub::LiveEvent;
 use crate::ids;
 use crate::input::{DEFAULT_STRENGTH, GenerationInput, OutputFormat};
+use crate::job_error::JobErrorCode;
+use crate::schema::{GenerationMetrics, GenerationOutput};
 use crate::state::{AppState, ModelState};
 use crate::store::{FileRecord, Job, Status, now_ms};
 
@@ -107,8 +109,8 @@ fn run(state: AppState, loader: Option<EngineLoader>, wake: Receiver<()>) {
 
 /// How a job ended, before it is recorded.
 enum Outcome {
-    Succeeded(Value),
-    Failed { code: &'static str, message: String },
+    Succeeded(GenerationOutput),
+    Failed { code: JobErrorCode, message: String },
     Canceled,
     Requeue,
 }
@@ -133,12 +135,13 @@ fn run_job(state: &AppState, engine: Option<&mut (dyn PosterEngine + 'static)>, 
         .unwrap_or_else(|_| {
             tracing::error!("the job panicked");
             Outcome::Failed {
-                code: "generation_failed",
+                code: JobErrorCode::GenerationFailed,
                 message: "the model failed to generate; the server log has the details".into(),
             }
         }),
+        // The server wrote that input itself: failing to read it back is its own fault.
         Err(e) => Outcome::Failed {
-            code: "invalid_input",
+            code: JobErrorCode::InternalError,
             message: format!("stored input unreadable: {e}"),
         },
     };
@@ -150,7 +153,10 @@ fn run_job(state: &AppState, engine: Option<&mut (dyn PosterEngine + 'static)>, 
     let elapsed = started.elapsed().as_secs_f64();
     let result = match outcome {
         Outcome::Succeeded(mut output) => {
-            output["metrics"] = json!({ "predict_time": elapsed });
+            output.metrics = Some(GenerationMetrics {
+                predict_time: elapsed,
+            });
+            let output = serde_json::to_value(&output).unwrap_or_default();
             tracing::info!(seconds = elapsed, "job succeeded");
             state
                 .store
@@ -166,10 +172,15 @@ fn run_job(state: &AppState, engine: Option<&mut (dyn PosterEngine + 'static)>, 
                 })
         }
         Outcome::Failed { code, message } => {
-            tracing::warn!(code, %message, "job failed");
+            tracing::warn!(%code, %message, "job failed");
             state
                 .store
-                .finish(&job.id, Status::Failed, None, Some((code, &message)))
+                .finish(
+                    &job.id,
+                    Status::Failed,
+                    None,
+                    Some((code.as_str(), &message)),
+                )
                 .map(|_| {
                     emit(
                         state,
@@ -186,7 +197,7 @@ fn run_job(state: &AppState, engine: Option<&mut (dyn PosterEngine + 'static)>, 
                 &job.id,
                 Status::Canceled,
                 None,
-                Some(("canceled", "canceled by the client")),
+                Some((JobErrorCode::Canceled.as_str(), "canceled by the client")),
             )
             .map(|_| emit(state, &job.id, "canceled", json!({}), None)),
         Outcome::Requeue => {
@@ -207,7 +218,7 @@ fn stopped(stop: &StopToken, timeout_secs: u64) -> Option<Outcome> {
         StopReason::Canceled => Outcome::Canceled,
         StopReason::Interrupted => Outcome::Requeue,
         StopReason::TimedOut => Outcome::Failed {
-            code: "timeout",
+            code: JobErrorCode::Timeout,
             message: format!(
                 "the job ran longer than the server's job_timeout_secs ({timeout_secs} s)"
             ),
@@ -225,8 +236,8 @@ fn execute(
     let timeout = state.settings.job_timeout_secs;
     let Some(engine) = engine else {
         return Outcome::Failed {
-            code: "no_model",
-            message: "this server has no diffusion model loaded (start it with --model-dir DIR)"
+            code: JobErrorCode::NoModel,
+            message: "this server has no diffusion model loaded (its model_dir setting is empty)"
                 .into(),
         };
     };
@@ -252,12 +263,12 @@ fn execute(
         Err(EngineError::Stopped) => {
             return stopped(stop, timeout).unwrap_or(Outcome::Canceled);
         }
-        Err(EngineError::InvalidLayout(m)) => return fail("invalid_layout", m),
-        Err(EngineError::Unsupported(m)) => return fail("unsupported", m),
+        Err(EngineError::InvalidLayout(m)) => return fail(JobErrorCode::InvalidLayout, m),
+        Err(EngineError::Unsupported(m)) => return fail(JobErrorCode::Unsupported, m),
         Err(EngineError::Failed(m)) => {
             tracing::error!(error = %m, "the engine failed");
             return fail(
-                "generation_failed",
+                JobErrorCode::GenerationFailed,
                 "the model failed to generate; the server log has the details".into(),
             );
         }
@@ -266,12 +277,20 @@ fn execute(
         Ok(ids) => ids,
         Err(outcome) => return outcome,
     };
-    Outcome::Succeeded(json!({
-        "images": image_files,
-        "mask": stages.mask_file,
-        "layout": stages.layout_file,
-        "seed": input.seed,
-    }))
+    let (Some(layout), Some(mask)) = (stages.layout_file, stages.mask_file) else {
+        tracing::error!("the engine finished without reporting its layout and mask");
+        return fail(
+            JobErrorCode::InternalError,
+            "the engine finished without its layout and mask".into(),
+        );
+    };
+    Outcome::Succeeded(GenerationOutput {
+        images: image_files,
+        mask,
+        layout,
+        seed: input.seed,
+        metrics: None,
+    })
 }
 
 /// The engine's request for a stored job; the init image (checked at submit) is loaded now,
@@ -289,7 +308,7 @@ fn engine_job(state: &AppState, job: &Job, input: &GenerationInput) -> Result<En
                 }),
                 Err(e) => {
                     return Err(Outcome::Failed {
-                        code: "invalid_input",
+                        code: JobErrorCode::InvalidInput,
                         message: e.message,
                     });
                 }
@@ -375,7 +394,7 @@ impl Stages<'_> {
         let png =
             encode(&DynamicImage::ImageLuma8(glyph_mask), OutputFormat::Png).map_err(|e| {
                 Outcome::Failed {
-                    code: "internal_error",
+                    code: JobErrorCode::InternalError,
                     message: format!("encoding the mask: {e}"),
                 }
             })?;
@@ -414,7 +433,7 @@ impl Stages<'_> {
 fn store_failure(e: crate::store::StoreError) -> Outcome {
     tracing::error!(error = %e, "storing a file");
     Outcome::Failed {
-        code: "internal_error",
+        code: JobErrorCode::InternalError,
         message: "the server could not store a file".into(),
     }
 }
@@ -429,7 +448,7 @@ fn store_images(
     let mut ids = Vec::with_capacity(images.len());
     for img in images {
         let bytes = encode(&DynamicImage::ImageRgb8(img), format).map_err(|e| Outcome::Failed {
-            code: "internal_error",
+            code: JobErrorCode::InternalError,
             message: format!("encoding an image: {e}"),
         })?;
         let id = save_file(

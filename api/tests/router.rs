@@ -312,7 +312,7 @@ async fn operations_endpoints() {
     }
     let r = get(&state, "/openapi.json").await;
     let doc = r.json();
-    assert_eq!(doc["openapi"], "3.0.3");
+    assert_eq!(doc["openapi"], "3.1.0");
     for path in [
         "/v1/layouts",
         "/v1/render",
@@ -326,6 +326,11 @@ async fn operations_endpoints() {
     assert_eq!(
         doc["components"]["schemas"]["GenerationRequest"]["properties"]["steps"]["maximum"],
         150
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["LayoutRequest"]["properties"]["planner"]["enum"],
+        json!(["typographic"]),
+        "no llm_url: the LLM planner is not offered"
     );
     let r = get(&state, "/docs").await;
     let html = String::from_utf8(r.body).unwrap();

@@ -9,13 +9,27 @@ use axum::response::{IntoResponse, Response};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::ids;
+use crate::schema::{Binary, FileId};
 use crate::state::AppState;
 use crate::store::now_ms;
 
+#[utoipa::path(
+    get,
+    path = "/v1/files/{id}",
+    operation_id = "getFile",
+    summary = "Download a file",
+    params(FileId),
+    responses((status = 200, description = "Image, mask or layout.", content(
+        (Binary = "image/png"),
+        (Binary = "image/jpeg"),
+        (Binary = "image/webp"),
+        (Object = "application/json"),
+    )))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    Path(FileId { id }): Path<FileId>,
 ) -> Result<Response, ApiError> {
     if !ids::is_valid(&id, ids::FILE_PREFIX) {
         return Err(ApiError::not_found("file"));

@@ -20,6 +20,11 @@ use crate::error::ApiError;
 use crate::hub::is_terminal_kind;
 use crate::ids;
 use crate::input::{GenerationInput, MAX_IDEMPOTENCY_KEY};
+use crate::job_error::JobErrorCode;
+use crate::schema::{
+    FileRef, Generation, GenerationEvent, GenerationFiles, GenerationId, GenerationOutput,
+    GenerationRequest, GenerationUrls, JobError,
+};
 use crate::state::{AppState, ModelState};
 use crate::store::{Insert, Job, Status, now_ms};
 use crate::worker::emit;
@@ -172,6 +177,23 @@ pub(crate) async fn wait_for(state: &AppState, id: &str, seconds: u64) -> Result
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/generations",
+    operation_id = "createGeneration",
+    summary = "Create a generation",
+    description = "Queues a poster generation and answers {id, status, urls}. `Prefer: wait=N` (N ≤ the server's max_wait_secs) answers when the job ends or N seconds pass. `Idempotency-Key` makes retries safe: the same key and body answer the same job.",
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
+    request_body = GenerationRequest,
+    responses(
+        (status = 201, description = "Created.", body = Generation, links(
+            ("GetGeneration" = (operation_id = "getGeneration", parameters(("id" = "$response.body#/id")))),
+            ("GenerationEvents" = (operation_id = "generationEvents", parameters(("id" = "$response.body#/id")))),
+            ("CancelGeneration" = (operation_id = "cancelGeneration", parameters(("id" = "$response.body#/id")))),
+        )),
+        (status = 200, description = "Replayed: an earlier request with this Idempotency-Key.", body = Generation),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -204,7 +226,7 @@ pub async fn create(
     } else {
         StatusCode::OK
     };
-    let mut response = (status, axum::Json(job_json(&state, &job, &base).await)).into_response();
+    let mut response = (status, axum::Json(job_view(&state, &job, &base).await?)).into_response();
     response = with_header(
         response,
         "location",
@@ -231,22 +253,43 @@ fn owned_job(state: &AppState, caller: &Caller, id: &str) -> Result<Job, ApiErro
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/generations/{id}",
+    operation_id = "getGeneration",
+    summary = "Read a generation",
+    params(GenerationId),
+    responses((status = 200, description = "The generation.", body = Generation, links(
+        ("GetMask" = (operation_id = "getFile", parameters(("id" = "$response.body#/output/mask/id")))),
+        ("GetLayout" = (operation_id = "getFile", parameters(("id" = "$response.body#/output/layout/id")))),
+        ("GetImage" = (operation_id = "getFile", parameters(("id" = "$response.body#/output/images/0/id")))),
+    )))
+)]
 pub async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(GenerationId { id }): Path<GenerationId>,
 ) -> Result<Response, ApiError> {
     let job = owned_job(&state, &caller, &id)?;
     let base = base_url(&state, &headers);
-    Ok(axum::Json(job_json(&state, &job, &base).await).into_response())
+    Ok(axum::Json(job_view(&state, &job, &base).await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/generations/{id}/cancel",
+    operation_id = "cancelGeneration",
+    summary = "Cancel a generation",
+    description = "A queued job is canceled at once; a running one stops between denoising steps.",
+    params(GenerationId),
+    responses((status = 200, description = "The generation as it is now.", body = Generation))
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(GenerationId { id }): Path<GenerationId>,
 ) -> Result<Response, ApiError> {
     let job = owned_job(&state, &caller, &id)?;
     if job.status == Status::Queued && state.store.cancel_queued(&id)? {
@@ -265,14 +308,23 @@ pub async fn cancel(
         .job(&id)?
         .ok_or_else(|| ApiError::not_found("generation"))?;
     let base = base_url(&state, &headers);
-    Ok(axum::Json(job_json(&state, &job, &base).await).into_response())
+    Ok(axum::Json(job_view(&state, &job, &base).await?).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/generations/{id}/events",
+    operation_id = "generationEvents",
+    summary = "Follow a generation",
+    params(GenerationId),
+    responses((status = 200, description = "Server-sent events until the job ends: `queued`, `layout`, `rendering`, `step` ({step, steps, preview?}), `requeued`, then `succeeded`, `failed` or `canceled`. Each has an `id`; send `Last-Event-ID` to resume.",
+        content((GenerationEvent = "text/event-stream"))))
+)]
 pub async fn events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path(GenerationId { id }): Path<GenerationId>,
 ) -> Result<Response, ApiError> {
     owned_job(&state, &caller, &id)?;
     let after: i64 = headers
@@ -373,66 +425,72 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 /// A job as clients see it.
-pub(crate) async fn job_json(state: &AppState, job: &Job, base: &str) -> Value {
-    let file = |id: &Value| {
-        let id = id.as_str().unwrap_or_default();
-        json!({ "id": id, "url": format!("{base}/v1/files/{id}") })
+pub(crate) async fn job_view(
+    state: &AppState,
+    job: &Job,
+    base: &str,
+) -> Result<Generation, ApiError> {
+    let file = |id: &str| FileRef {
+        id: id.to_string(),
+        url: format!("{base}/v1/files/{id}"),
+        b64_json: None,
     };
     let b64 = job.input.get("response_format").and_then(Value::as_str) == Some("b64_json");
     let output = match &job.output {
-        Some(out) => {
-            let mut images = Vec::new();
-            for id in out["images"].as_array().into_iter().flatten() {
+        Some(stored) => {
+            let stored: GenerationOutput =
+                serde_json::from_value(stored.clone()).map_err(ApiError::internal)?;
+            let mut images = Vec::with_capacity(stored.images.len());
+            for id in &stored.images {
                 let mut entry = file(id);
                 if b64 {
-                    entry["b64_json"] = read_file_b64(state, id.as_str().unwrap_or_default()).await;
+                    entry.b64_json = Some(read_file_b64(state, id).await);
                 }
                 images.push(entry);
             }
-            json!({
-                "images": images,
-                "mask": file(&out["mask"]),
-                "layout": file(&out["layout"]),
-                "seed": out["seed"],
-                "metrics": out.get("metrics").cloned().unwrap_or(json!({})),
+            Some(GenerationFiles {
+                images,
+                mask: file(&stored.mask),
+                layout: file(&stored.layout),
+                seed: stored.seed,
+                metrics: stored.metrics,
             })
         }
-        None => Value::Null,
+        None => None,
     };
-    let error = match (&job.error_code, &job.error_message) {
-        (Some(code), message) if job.status == Status::Failed => {
-            json!({ "code": code, "message": message })
-        }
-        _ => Value::Null,
+    let error = match &job.error_code {
+        Some(code) if job.status == Status::Failed => Some(JobError {
+            code: JobErrorCode::parse(code),
+            message: job.error_message.clone(),
+        }),
+        _ => None,
     };
-    let urls = json!({
-        "get": format!("{base}/v1/generations/{}", job.id),
-        "cancel": format!("{base}/v1/generations/{}/cancel", job.id),
-        "events": format!("{base}/v1/generations/{}/events", job.id),
-    });
-    json!({
-        "id": job.id,
-        "object": "generation",
-        "status": job.status.as_str(),
-        "created_at": rfc3339(job.created_ms),
-        "started_at": job.started_ms.map(rfc3339),
-        "completed_at": job.completed_ms.map(rfc3339),
-        "input": job.input,
-        "output": output,
-        "error": error,
-        "urls": urls,
+    let url = |tail: &str| format!("{base}/v1/generations/{}{tail}", job.id);
+    Ok(Generation {
+        id: job.id.clone(),
+        object: "generation",
+        status: job.status,
+        created_at: rfc3339(job.created_ms),
+        started_at: job.started_ms.map(rfc3339),
+        completed_at: job.completed_ms.map(rfc3339),
+        input: job.input.clone(),
+        output,
+        error,
+        urls: GenerationUrls {
+            get: url(""),
+            cancel: url("/cancel"),
+            events: url("/events"),
+        },
     })
 }
 
-/// A stored file as base64, or null when it has expired.
-async fn read_file_b64(state: &AppState, id: &str) -> Value {
-    let Ok(Some(record)) = state.store.file(id) else {
-        return Value::Null;
-    };
-    match tokio::fs::read(state.store.files_dir().join(&record.name)).await {
-        Ok(bytes) => json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
-        Err(_) => Value::Null,
-    }
+/// A stored file as base64, or None when it has expired.
+pub(crate) async fn read_file_b64(state: &AppState, id: &str) -> Option<String> {
+    let record = state.store.file(id).ok()??;
+    let bytes = tokio::fs::read(state.store.files_dir().join(&record.name))
+        .await
+        .ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 
 #[cfg(test)]

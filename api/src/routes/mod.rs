@@ -1,11 +1,11 @@
 //! The HTTP surface: `app(state)` builds the router, so tests drive it with `oneshot`.
 
 mod designer;
-mod files;
-mod generations;
-mod openai;
-mod ops;
-mod plan;
+pub(crate) mod files;
+pub(crate) mod generations;
+pub(crate) mod openai;
+pub(crate) mod ops;
+pub(crate) mod plan;
 
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ use crate::auth;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-pub(crate) use generations::job_json;
+pub(crate) use generations::job_view;
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

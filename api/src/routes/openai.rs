@@ -7,15 +7,18 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::generations::{require_model, submit, wait_for};
-use super::{JsonBody, base_url, job_json};
+use super::generations::{read_file_b64, require_model, submit, wait_for};
+use super::{JsonBody, base_url, job_view};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::input::{
-    Fields, GenerationInput, MAX_PROMPT_CHARS, MAX_SEED, OUTPUT_FORMATS, RESPONSE_FORMATS,
+    Fields, GenerationInput, Limits, MAX_GUIDANCE, MAX_PROMPT_CHARS, MAX_SEED, OUTPUT_FORMATS,
+    RESPONSE_FORMATS,
 };
+use crate::job_error::JobErrorCode;
+use crate::schema::{OpenAIImage, OpenAIImageRequest, OpenAIImages};
 use crate::state::{AppState, ModelState};
-use crate::store::Status;
+use crate::store::{Job, Status};
 
 pub const OPENAI_FIELDS: &[&str] = &[
     "prompt",
@@ -33,6 +36,14 @@ pub const OPENAI_FIELDS: &[&str] = &[
     "guidance_scale",
 ];
 
+#[utoipa::path(
+    post,
+    path = "/v1/images/generations",
+    operation_id = "openaiImages",
+    summary = "OpenAI-compatible image generation",
+    request_body = OpenAIImageRequest,
+    responses((status = 200, description = "The images.", body = OpenAIImages))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -43,9 +54,48 @@ pub async fn create(
         ModelState::Ready(info) => info.schedulers,
         _ => Vec::new(),
     };
-    let limits = state.settings.limits();
-    // Translate to a generation request; OpenAI's own fields either map or are accepted and unused.
-    let mut f = Fields::new(body.clone(), OPENAI_FIELDS, "")?;
+    let (input, b64) = translate(body.clone(), &schedulers, &state.settings.limits())?;
+    require_model(&state)?;
+    let (job, _) = submit(&state, &caller, &input, None, &body)?;
+    let job = wait_for(&state, &job.id, state.settings.openai_wait_secs).await?;
+    unsuccessful(&job)?;
+    let base = base_url(&state, &headers);
+    let view = job_view(&state, &job, &base).await?;
+    let prompt = input.prompt;
+    let mut data = Vec::new();
+    for file in view.output.map(|o| o.images).unwrap_or_default() {
+        data.push(if b64 {
+            // job_view embeds base64 only for jobs created with b64_json; read the files here.
+            OpenAIImage {
+                url: None,
+                b64_json: Some(read_file_b64(&state, &file.id).await),
+                revised_prompt: prompt.clone(),
+            }
+        } else {
+            OpenAIImage {
+                url: Some(file.url),
+                b64_json: None,
+                revised_prompt: prompt.clone(),
+            }
+        });
+    }
+    Ok(axum::Json(OpenAIImages {
+        created: job.created_ms / 1000,
+        data,
+        output_format: input.output_format,
+        id: job.id,
+    })
+    .into_response())
+}
+
+/// Reads OpenAI's request as a generation request (its own fields either map or are accepted
+/// and unused); also whether the images are wanted as base64.
+fn translate(
+    body: Value,
+    schedulers: &[String],
+    limits: &Limits,
+) -> Result<(GenerationInput, bool), ApiError> {
+    let mut f = Fields::new(body, OPENAI_FIELDS, "")?;
     let mut g = Map::new();
     g.insert(
         "prompt".into(),
@@ -59,24 +109,7 @@ pub async fn create(
         g.insert("n".into(), json!(n));
     }
     if let Some(size) = f.string("size", 1, 16)? {
-        let parsed = size
-            .split_once('x')
-            .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
-        let sizes = crate::openapi::openai_sizes(limits.max_side);
-        let Some((w, h)) = parsed.filter(|_| sizes.contains(&size)) else {
-            let list = crate::openapi::OPENAI_SIDES
-                .iter()
-                .filter(|s| **s <= limits.max_side)
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
-            return Err(ApiError::invalid(
-                "size",
-                format!(
-                    "size must be WIDTHxHEIGHT with each side one of {list} (e.g. \"512x512\"); got {size:?}"
-                ),
-            ));
-        };
+        let (w, h) = parse_size(&size, limits.max_side)?;
         g.insert("width".into(), json!(w));
         g.insert("height".into(), json!(h));
     }
@@ -93,11 +126,11 @@ pub async fn create(
     if let Some(steps) = f.uint("steps", 1, limits.max_steps.into(), 1)? {
         g.insert("steps".into(), json!(steps));
     }
-    if let Some(gs) = f.number("guidance_scale", 0.0, crate::input::MAX_GUIDANCE)? {
+    if let Some(gs) = f.number("guidance_scale", 0.0, MAX_GUIDANCE)? {
         g.insert("guidance_scale".into(), json!(gs));
     }
     let input =
-        GenerationInput::from_json(Value::Object(g), &schedulers, &limits).map_err(|mut e| {
+        GenerationInput::from_json(Value::Object(g), schedulers, limits).map_err(|mut e| {
             // width/height came from `size`.
             if matches!(e.param.as_deref(), Some("width" | "height")) {
                 e.message = format!("size: {}", e.message);
@@ -105,83 +138,116 @@ pub async fn create(
             }
             e
         })?;
-    require_model(&state)?;
-    let (job, _) = submit(&state, &caller, &input, None, &body)?;
-    let job = wait_for(&state, &job.id, state.settings.openai_wait_secs).await?;
+    Ok((input, b64))
+}
+
+/// `WxH` with both sides among the offered ones.
+fn parse_size(size: &str, max_side: u32) -> Result<(u32, u32), ApiError> {
+    let parsed = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)));
+    let sizes = crate::openapi::openai_sizes(max_side);
+    parsed.filter(|_| sizes.iter().any(|s| s == size)).ok_or_else(|| {
+        let list = crate::openapi::OPENAI_SIDES
+            .iter()
+            .filter(|s| **s <= max_side)
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        ApiError::invalid(
+            "size",
+            format!(
+                "size must be WIDTHxHEIGHT with each side one of {list} (e.g. \"512x512\"); got {size:?}"
+            ),
+        )
+    })
+}
+
+/// OpenAI's clients get images or an error: a job that did not succeed in time is answered
+/// as the error its outcome maps to.
+fn unsuccessful(job: &Job) -> Result<(), ApiError> {
     match job.status {
-        Status::Succeeded => {}
+        Status::Succeeded => Ok(()),
         Status::Failed => {
-            let code = job.error_code.as_deref().unwrap_or("generation_failed");
+            let code = job
+                .error_code
+                .as_deref()
+                .map_or(JobErrorCode::GenerationFailed, JobErrorCode::parse);
             let message = job.error_message.clone().unwrap_or_default();
-            return Err(match code {
-                "invalid_layout" | "unsupported" => {
+            Err(match code {
+                JobErrorCode::InvalidLayout | JobErrorCode::Unsupported => {
                     ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
                 }
-                "timeout" => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message),
+                JobErrorCode::Timeout => {
+                    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "timeout", message)
+                }
                 _ => ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "generation_failed",
                     format!("generation {} failed", job.id),
                 ),
-            });
+            })
         }
-        Status::Canceled => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "canceled",
-                format!("generation {} was canceled", job.id),
-            ));
-        }
-        _ => {
-            return Err(ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                format!(
-                    "the images were not ready in time; generation {} continues: GET /v1/generations/{}",
-                    job.id, job.id
-                ),
-            ));
+        Status::Canceled => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "canceled",
+            format!("generation {} was canceled", job.id),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "the images were not ready in time; generation {} continues: GET /v1/generations/{}",
+                job.id, job.id
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(status: Status, code: Option<&str>) -> Job {
+        Job {
+            id: "gen_x".into(),
+            owner: "anonymous".into(),
+            status,
+            input: Value::Null,
+            output: None,
+            error_code: code.map(Into::into),
+            error_message: Some("why".into()),
+            created_ms: 0,
+            started_ms: None,
+            completed_ms: None,
+            attempts: 1,
         }
     }
-    let base = base_url(&state, &headers);
-    let mut view = job_json(&state, &job, &base).await;
-    if b64 {
-        // job_json embeds base64 only for jobs created with b64_json; read the files here.
-        for img in view["output"]["images"]
-            .as_array_mut()
-            .into_iter()
-            .flatten()
-        {
-            let id = img["id"].as_str().unwrap_or_default().to_string();
-            let bytes = match state.store.file(&id)? {
-                Some(r) => tokio::fs::read(state.store.files_dir().join(&r.name))
-                    .await
-                    .ok(),
-                None => None,
-            };
-            use base64::Engine as _;
-            img["b64_json"] = bytes.map_or(Value::Null, |b| {
-                json!(base64::engine::general_purpose::STANDARD.encode(b))
-            });
+
+    #[test]
+    fn job_outcomes_map_to_openai_errors() {
+        let cases = [
+            (
+                Status::Failed,
+                Some("invalid_layout"),
+                400,
+                "invalid_request",
+            ),
+            (Status::Failed, Some("unsupported"), 400, "invalid_request"),
+            (Status::Failed, Some("timeout"), 504, "timeout"),
+            (Status::Failed, Some("no_model"), 500, "generation_failed"),
+            (Status::Failed, None, 500, "generation_failed"),
+            (Status::Canceled, Some("canceled"), 409, "canceled"),
+            (Status::Running, None, 504, "timeout"),
+        ];
+        for (status, code, http, api_code) in cases {
+            let e = unsuccessful(&ended(status, code)).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (http, api_code),
+                "{status:?} {code:?}"
+            );
         }
+        assert!(unsuccessful(&ended(Status::Succeeded, None)).is_ok());
     }
-    let data: Vec<Value> = view["output"]["images"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|img| {
-            if b64 {
-                json!({ "b64_json": img["b64_json"], "revised_prompt": job.input["prompt"] })
-            } else {
-                json!({ "url": img["url"], "revised_prompt": job.input["prompt"] })
-            }
-        })
-        .collect();
-    Ok(axum::Json(json!({
-        "created": job.created_ms / 1000,
-        "data": data,
-        "output_format": job.input["output_format"],
-        "id": job.id,
-    }))
-    .into_response())
 }

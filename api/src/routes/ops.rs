@@ -1,50 +1,82 @@
 //! Health, readiness, metrics, the OpenAPI document and its docs page, and the JSON 404/405.
 
+use crate::error::ApiError;
+use crate::openapi;
+use crate::schema::{GenerationAvailability, Health, Readiness, ServiceIndex};
+use crate::state::{AppState, ModelState};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use serde_json::json;
 
-use crate::error::ApiError;
-use crate::openapi;
-use crate::state::{AppState, ModelState};
-
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    summary = "Liveness",
+    security(()),
+    responses((status = 200, description = "Alive.", body = Health))
+)]
 pub async fn healthz() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
+    axum::Json(Health { status: "ok" }).into_response()
+}
+
+/// Whether generation is possible, and if not, why.
+fn availability(model: ModelState) -> GenerationAvailability {
+    let unavailable = |reason| GenerationAvailability {
+        available: false,
+        reason: Some(reason),
+        model: None,
+        schedulers: None,
+    };
+    match model {
+        ModelState::Absent => unavailable("no model configured (model_dir)"),
+        ModelState::Loading => unavailable("the model is loading"),
+        ModelState::Ready(info) => GenerationAvailability {
+            available: true,
+            reason: None,
+            model: Some(info.model),
+            schedulers: Some(info.schedulers),
+        },
+        ModelState::Failed(_) => unavailable("the model failed to load (see the server log)"),
+    }
 }
 
 /// 200 when requests can be served (planning and rendering always can; generation once the
 /// model is loaded, or never without one); 503 while the model loads or during shutdown.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    summary = "Readiness",
+    security(()),
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 503, description = "Loading or shutting down.", body = Readiness),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (ready, generation) = match state.model_state() {
-        ModelState::Absent => (
-            true,
-            json!({ "available": false, "reason": "no model configured (model_dir)" }),
-        ),
-        ModelState::Loading => (
-            false,
-            json!({ "available": false, "reason": "the model is loading" }),
-        ),
-        ModelState::Ready(info) => (
-            true,
-            json!({ "available": true, "model": info.model, "schedulers": info.schedulers }),
-        ),
-        ModelState::Failed(_) => (
-            true,
-            json!({ "available": false, "reason": "the model failed to load (see the server log)" }),
-        ),
-    };
-    let ready = ready && !state.is_shutting_down();
+    let model = state.model_state();
+    let ready = !matches!(model, ModelState::Loading) && !state.is_shutting_down();
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body =
-        json!({ "status": if ready { "ready" } else { "not_ready" }, "generation": generation });
+    let body = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        generation: availability(model),
+    };
     (status, axum::Json(body)).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    security(()),
+    responses((status = 200, description = "Text exposition format.", content((String = "text/plain"))))
+)]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let queued = state.store.queued_count()?;
     let counts = state.store.counts_by_status()?;
@@ -69,11 +101,11 @@ pub async fn docs(State(state): State<AppState>) -> Html<String> {
 }
 
 pub async fn index() -> Response {
-    axum::Json(json!({
-        "service": "letterpress",
-        "docs": "/docs",
-        "openapi": "/openapi.json",
-    }))
+    axum::Json(ServiceIndex {
+        service: "letterpress",
+        docs: "/docs",
+        openapi: "/openapi.json",
+    })
     .into_response()
 }
 

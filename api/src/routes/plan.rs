@@ -1,27 +1,34 @@
 //! `POST /v1/layouts` (plan) and `POST /v1/render` (glyph mask), on the blocking pool so that
 //! font work never stalls the async runtime.
 
+use super::JsonBody;
+use crate::error::ApiError;
+use crate::input::{
+    Fields, MAX_PROMPT_CHARS, MAX_RENDER_SIDE, MAX_SEED, MAX_SIDE, MIN_SIDE, OutputFormat,
+    RANDOM_SEED_MASK,
+};
+use crate::schema::{LayoutRequest, PlanResponse, RenderRequest, Rendering};
+use crate::state::AppState;
+use crate::worker::encode;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use image::DynamicImage;
-use serde_json::json;
-
-use super::JsonBody;
-use crate::error::ApiError;
 use letterpress_layout::{CanvasPlan, PlannerChoice, plan_on_canvas};
-
-use crate::input::{
-    Fields, MAX_PROMPT_CHARS, MAX_RENDER_SIDE, MAX_SEED, MAX_SIDE, MIN_SIDE, OutputFormat,
-    RANDOM_SEED_MASK,
-};
-use crate::state::AppState;
-use crate::worker::encode;
 
 pub const LAYOUT_FIELDS: &[&str] = &["prompt", "keywords", "width", "height", "seed", "planner"];
 pub const RENDER_FIELDS: &[&str] = &["layout", "format", "inverse", "segmentation", "preview"];
 
+#[utoipa::path(
+    post,
+    path = "/v1/layouts",
+    operation_id = "planLayout",
+    summary = "Plan a layout",
+    description = "Places the keywords (default: the quoted parts of the prompt) on the canvas with the typographic planner, or an LLM when the server has one.",
+    request_body = LayoutRequest,
+    responses((status = 200, description = "The planned layout.", body = PlanResponse))
+)]
 pub async fn layouts(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
@@ -76,12 +83,21 @@ pub async fn layouts(
             other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_layout", other.to_string()),
         }
     })?;
-    let mut value = serde_json::to_value(&plan).map_err(ApiError::internal)?;
-    value["prompt"] = json!(prompt);
-    value["keywords"] = json!(keywords);
-    Ok(axum::Json(value).into_response())
+    Ok(axum::Json(PlanResponse::new(plan, prompt, keywords)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/render",
+    operation_id = "renderMask",
+    summary = "Render a glyph mask",
+    description = "Draws the layout white on black (the glyph ControlNet's input). format png answers the PNG; json answers base64 PNGs and character boxes.",
+    request_body = RenderRequest,
+    responses((status = 200, description = "The mask.", content(
+        (crate::schema::Binary = "image/png"),
+        (Rendering = "application/json"),
+    )))
+)]
 pub async fn render(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
@@ -111,23 +127,27 @@ pub async fn render(
             return Ok(([(header::CONTENT_TYPE, "image/png")], mask_png).into_response());
         }
         let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(bytes);
-        let mut body = json!({
-            "width": rendering.width,
-            "height": rendering.height,
-            "mask_png_b64": b64(mask_png),
-            "char_boxes": rendering.char_boxes,
-            "lines": rendering.lines,
-            "warnings": rendering.warnings,
-        });
-        if segmentation {
-            body["segmentation_png_b64"] = json!(b64(png(DynamicImage::ImageLuma8(
-                rendering.segmentation_map()
-            ))?));
-        }
-        if preview {
-            body["preview_png_b64"] =
-                json!(b64(png(DynamicImage::ImageRgb8(rendering.preview()))?));
-        }
+        let segmentation_png_b64 = if segmentation {
+            let map = DynamicImage::ImageLuma8(rendering.segmentation_map());
+            Some(b64(png(map)?))
+        } else {
+            None
+        };
+        let preview_png_b64 = if preview {
+            Some(b64(png(DynamicImage::ImageRgb8(rendering.preview()))?))
+        } else {
+            None
+        };
+        let body = Rendering {
+            width: rendering.width,
+            height: rendering.height,
+            mask_png_b64: b64(mask_png),
+            char_boxes: rendering.char_boxes,
+            lines: rendering.lines,
+            warnings: rendering.warnings,
+            segmentation_png_b64,
+            preview_png_b64,
+        };
         Ok(axum::Json(body).into_response())
     })
     .await
