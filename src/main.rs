@@ -72,7 +72,7 @@ fn runs_torch(command: &Command) -> bool {
 fn main() {
     let cli = Cli::parse();
     if std::env::var_os("OMP_THREAD_LIMIT").is_none() && !runs_torch(&cli.command) {
-        // Tesseract's OpenMP threads fight our own workers for the cores (DESIGN.md); one
+        // Tesseract's OpenMP threads fight our own workers for the cores (docs/architecture.md, "OCR threads"); one
         // thread per engine is faster in bulk. SAFETY: no other thread exists yet (parsing
         // the arguments starts none).
         unsafe { std::env::set_var("OMP_THREAD_LIMIT", "1") };

@@ -82,7 +82,7 @@ def write_clip_bpe(out):
 
 
 def td2_added_tokens():
-    """TextDiffuser-2's added tokens in id order (DESIGN.md)."""
+    """TextDiffuser-2's added tokens in id order (docs/architecture.md, "TextDiffuser-2's formats")."""
     toks = []
     for i in range(520):
         toks += [f"l{i}", f"t{i}", f"r{i}", f"b{i}"]

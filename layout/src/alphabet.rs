@@ -1,6 +1,6 @@
 //! The 95-character alphabet shared by TextDiffuser-2's character tokens and TextDiffuser's
 //! character-segmentation classes: Python's `string.digits + ascii_lowercase + ascii_uppercase
-//! + punctuation + ' '`, in that order (DESIGN.md).
+//! + punctuation + ' '`, in that order (docs/architecture.md, "TextDiffuser-2's formats").
 
 /// The alphabet in TextDiffuser's order; index `i` is token `[c]` id `51488 + i` and
 /// segmentation class `i + 1`.

@@ -1,5 +1,5 @@
-//! How the planner asks the renderer how big text is, without depending on it (DESIGN.md:
-//! `render` depends on `layout`, never the reverse).
+//! How the planner asks the renderer how big text is, without depending on it
+//! (docs/architecture.md, "Dependency rules": `render` depends on `layout`, never the reverse).
 
 /// Ink extent of a piece of text set at a font size of 1 px. Outline fonts scale linearly, so
 /// the extent at `px` is these numbers times `px`.

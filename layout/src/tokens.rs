@@ -1,5 +1,5 @@
 //! Per-line conditioning tokens for TextDiffuser-2's text encoder: `l{l} t{t} r{r} b{b}` on the
-//! 0..128 grid, then one `[c]` token per character of the line (DESIGN.md). The diffusion
+//! 0..128 grid, then one `[c]` token per character of the line (docs/architecture.md, "TextDiffuser-2's formats"). The diffusion
 //! crate turns them into ids; it never sees layouts.
 
 use crate::td2::grid_lines;

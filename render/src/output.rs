@@ -90,7 +90,7 @@ impl Rendering {
     }
 
     /// TextDiffuser's character-segmentation map: each pixel holds 0 for background or the
-    /// class 1..=95 of the character inked there (DESIGN.md alphabet). Characters outside the
+    /// class 1..=95 of the character inked there (the alphabet of docs/architecture.md, "TextDiffuser-2's formats"). Characters outside the
     /// alphabet (CJK, accented letters) stay background, as TextDiffuser has no class for them.
     pub fn segmentation_map(&self) -> GrayImage {
         let mut classes = GrayImage::new(self.width, self.height);
