@@ -268,6 +268,51 @@ fn poster_plans_renders_and_generates() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The CLI plans on any canvas the model takes, as the service does (it used to refuse sides
+/// under 256): a thumbnail and a banner past the planner's 4:1 aspect.
+#[test]
+fn poster_plans_on_small_and_banner_canvases() {
+    let dir = temp_dir("poster-sizes");
+    for (w, h) in [("64", "64"), ("640", "64")] {
+        let out_png = dir.join(format!("poster-{w}x{h}.png"));
+        ok(&run(&[
+            "poster",
+            "a poster for 'SALE'",
+            "--model-dir",
+            &fixture("sd1-controlnet"),
+            "--width",
+            w,
+            "--height",
+            h,
+            "--steps",
+            "1",
+            "--seed",
+            "3",
+            "-o",
+            out_png.to_str().unwrap(),
+        ]));
+        let img = image::open(&out_png).unwrap();
+        assert_eq!(
+            (img.width().to_string(), img.height().to_string()),
+            (w.to_string(), h.to_string())
+        );
+        let layout: serde_json::Value =
+            serde_json::from_str(&text_chunks(&out_png)["layout"]).unwrap();
+        assert_eq!(
+            layout["width"].to_string(),
+            w,
+            "the layout is on the output canvas"
+        );
+        let b = &layout["lines"][0]["bbox"];
+        let right = b[2].as_i64().unwrap();
+        assert!(
+            right <= w.parse::<i64>().unwrap(),
+            "box inside the canvas: {b}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn single_file_checkpoint_with_a_tokenizer_folder() {
     let dir = temp_dir("single");

@@ -513,7 +513,7 @@ async fn without_a_model_generations_answer_503_saying_how_to_give_one() {
         .error(StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(code, "model_not_loaded");
     assert!(
-        message.contains("--model-dir") && message.contains("LETTERPRESS_MODEL_DIR"),
+        message.contains("model_dir") && message.contains("LETTERPRESS_MODEL_DIR"),
         "{message}"
     );
     let (code, ..) = post(&state, "/v1/images/generations", json!({"prompt": "p"}))

@@ -45,10 +45,10 @@ pub(crate) fn require_model(state: &AppState) -> Result<Vec<String>, ApiError> {
         ModelState::Absent => Err(unavailable(
             "model_not_loaded",
             "this server has no diffusion model, so it can plan layouts (POST /v1/layouts) and render \
-             glyph masks (POST /v1/render) but not generate images. Give it one: restart with \
-             `letterpress serve --model-dir DIR` (or LETTERPRESS_MODEL_DIR=DIR, or model_dir in \
-             letterpress.toml), where DIR is a diffusers-layout folder with unet/, controlnet/, \
-             vae/, text_encoder/, tokenizer/ and scheduler/",
+             glyph masks (POST /v1/render) but not generate images. Give it one: restart it with \
+             its model_dir setting (LETTERPRESS_MODEL_DIR=DIR, or model_dir in letterpress.toml) \
+             naming a diffusers-layout folder with unet/, controlnet/, vae/, text_encoder/, \
+             tokenizer/ and scheduler/",
         )),
         ModelState::Loading => Err(unavailable(
             "model_loading",
