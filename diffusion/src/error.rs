@@ -74,6 +74,20 @@ pub enum Error {
     #[error("invalid request: {0}")]
     Request(String),
 
+    /// A scheduler used against its contract: a step before `set_timesteps`, a timestep that
+    /// is not in its schedule, a step after the last, a model output of another shape than
+    /// the sample.
+    #[error("{scheduler}: {message}")]
+    Scheduler {
+        scheduler: &'static str,
+        message: String,
+    },
+
+    /// An invariant of this crate's own code failed (a value it produced itself is missing or
+    /// malformed): a bug here, not a problem of the request.
+    #[error("internal error: {0}")]
+    Internal(String),
+
     /// The caller's cancel flag was set between steps.
     #[error("generation canceled")]
     Canceled,
