@@ -1,4 +1,4 @@
-//! The crate's one error type (STYLE.md): every variant says which file, key or field.
+//! The crate's one error type : every variant says which file, key or field.
 
 use std::path::PathBuf;
 

@@ -318,7 +318,7 @@ impl ClipTokenizer {
         ids
     }
 
-    /// TextDiffuser-2's text-encoder input (DESIGN.md; microsoft/unilm `textdiffuser-2`
+    /// TextDiffuser-2's text-encoder input (docs/architecture.md; microsoft/unilm `textdiffuser-2`
     /// inference): the caption's `[bos] … [eos]`, then for each text line its tokens
     /// (`["l25", "t89", "r100", "b120", "[H]", "[i]"]`) and an eos; cut to `max_length` and
     /// right-padded with the pad id. A token outside the vocabulary becomes the unk id, as
