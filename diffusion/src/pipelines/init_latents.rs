@@ -120,13 +120,13 @@ impl StableDiffusion {
             let mut draws = seeded_draws(seed, &shapes).into_iter();
             let mut next = || draws.next().map(|d| d.to_device(device));
             if let Some(dist) = &image_dist {
-                let eps = next().ok_or_else(|| missing_draw())?;
+                let eps = next().ok_or_else(missing_draw)?;
                 image_latents
                     .push((&dist.mean + dist.std()? * eps.to_kind(dist.mean.kind())) * scaling);
             }
-            noises.push(next().ok_or_else(|| missing_draw())?);
+            noises.push(next().ok_or_else(missing_draw)?);
             if let Some(dist) = &masked_dist {
-                let eps = next().ok_or_else(|| missing_draw())?;
+                let eps = next().ok_or_else(missing_draw)?;
                 masked_latents
                     .push((&dist.mean + dist.std()? * eps.to_kind(dist.mean.kind())) * scaling);
             }
