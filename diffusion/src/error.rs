@@ -1,4 +1,4 @@
-//! The crate's one error type (STYLE.md): every variant says which file, key or field.
+//! The crate's one error type : every variant says which file, key or field.
 
 use std::path::PathBuf;
 
@@ -73,6 +73,20 @@ pub enum Error {
     /// A generation request that cannot run (the message says what is allowed).
     #[error("invalid request: {0}")]
     Request(String),
+
+    /// A scheduler used against its contract: a step before `set_timesteps`, a timestep that
+    /// is not in its schedule, a step after the last, a model output of another shape than
+    /// the sample.
+    #[error("{scheduler}: {message}")]
+    Scheduler {
+        scheduler: &'static str,
+        message: String,
+    },
+
+    /// An invariant of this crate's own code failed (a value it produced itself is missing or
+    /// malformed): a bug here, not a problem of the request.
+    #[error("internal error: {0}")]
+    Internal(String),
 
     /// The caller's cancel flag was set between steps.
     #[error("generation canceled")]

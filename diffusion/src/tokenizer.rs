@@ -88,87 +88,102 @@ type BpeFiles = (
     PathBuf,
 );
 
+/// The BPE vocabulary and merges from `vocab.json` + `merges.txt`, or else from a fast
+/// tokenizer's `tokenizer.json` (with its added tokens).
+fn read_bpe_files(dir: &Path) -> Result<BpeFiles> {
+    let vocab_path = dir.join("vocab.json");
+    let tokenizer_json = dir.join("tokenizer.json");
+    // A fast tokenizer's tokenizer.json carries the same BPE (model.vocab, model.merges)
+    // and its added tokens; vocab.json + merges.txt win when both are present.
+    if vocab_path.is_file() {
+        let vocab = read_json(&vocab_path)?;
+        let merges_path = dir.join("merges.txt");
+        let merges = std::fs::read_to_string(&merges_path).map_err(|source| Error::Io {
+            path: merges_path.clone(),
+            source,
+        })?;
+        let lines = merges
+            .lines()
+            .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+            .map(str::to_string)
+            .collect();
+        Ok((vocab, lines, Vec::new(), merges_path))
+    } else if tokenizer_json.is_file() {
+        read_tokenizer_json(&tokenizer_json)
+    } else {
+        Err(tok_err(
+            dir,
+            "neither vocab.json + merges.txt nor tokenizer.json",
+        ))
+    }
+}
+
+/// A fast tokenizer's `tokenizer.json`: `model.vocab`, `model.merges` and `added_tokens`.
+fn read_tokenizer_json(tokenizer_json: &Path) -> Result<BpeFiles> {
+    let v: Value = read_json(tokenizer_json)?;
+    let model = &v["model"];
+    let vocab: HashMap<String, i64> = serde_json::from_value(model["vocab"].clone())
+        .map_err(|e| tok_err(tokenizer_json, format!("model.vocab: {e}")))?;
+    let lines = model["merges"]
+        .as_array()
+        .ok_or_else(|| tok_err(tokenizer_json, "no model.merges"))?
+        .iter()
+        .map(|m| match m {
+            // Older files write "a b", newer ones ["a", "b"].
+            Value::String(s) => Some(s.clone()),
+            Value::Array(pair) => Some(
+                pair.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            _ => None,
+        })
+        .collect::<Option<Vec<String>>>()
+        .ok_or_else(|| {
+            tok_err(
+                tokenizer_json,
+                "model.merges holds something other than pairs",
+            )
+        })?;
+    let added = v["added_tokens"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .filter_map(|t| Some((t["content"].as_str()?.to_string(), t["id"].as_i64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((vocab, lines, added, tokenizer_json.to_path_buf()))
+}
+
+/// The rank of each merge pair: its line number (from 0) in `merges_path`.
+fn merge_ranks(lines: &[String], merges_path: &Path) -> Result<HashMap<(String, String), usize>> {
+    let mut ranks = HashMap::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut parts = line.split(' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(a), Some(b), None) => {
+                ranks.insert((a.to_string(), b.to_string()), i);
+            }
+            _ => {
+                return Err(tok_err(
+                    merges_path,
+                    format!("merge {} is not two symbols: {line:?}", i + 1),
+                ));
+            }
+        }
+    }
+    Ok(ranks)
+}
+
 impl ClipTokenizer {
     /// Reads `vocab.json` + `merges.txt` (or, without them, a fast tokenizer's
     /// `tokenizer.json`), `tokenizer_config.json` (or `special_tokens_map.json`) and, when
     /// present, `added_tokens.json`.
     pub fn from_dir(dir: &Path) -> Result<Self> {
-        let vocab_path = dir.join("vocab.json");
-        let tokenizer_json = dir.join("tokenizer.json");
-        // A fast tokenizer's tokenizer.json carries the same BPE (model.vocab, model.merges)
-        // and its added tokens; vocab.json + merges.txt win when both are present.
-        let (mut vocab, merge_lines, file_added, merges_path): BpeFiles = if vocab_path.is_file() {
-            let vocab = read_json(&vocab_path)?;
-            let merges_path = dir.join("merges.txt");
-            let merges = std::fs::read_to_string(&merges_path).map_err(|source| Error::Io {
-                path: merges_path.clone(),
-                source,
-            })?;
-            let lines = merges
-                .lines()
-                .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
-                .map(str::to_string)
-                .collect();
-            (vocab, lines, Vec::new(), merges_path)
-        } else if tokenizer_json.is_file() {
-            let v: Value = read_json(&tokenizer_json)?;
-            let model = &v["model"];
-            let vocab: HashMap<String, i64> = serde_json::from_value(model["vocab"].clone())
-                .map_err(|e| tok_err(&tokenizer_json, format!("model.vocab: {e}")))?;
-            let lines = model["merges"]
-                .as_array()
-                .ok_or_else(|| tok_err(&tokenizer_json, "no model.merges"))?
-                .iter()
-                .map(|m| match m {
-                    // Older files write "a b", newer ones ["a", "b"].
-                    Value::String(s) => Some(s.clone()),
-                    Value::Array(pair) => Some(
-                        pair.iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(" "),
-                    ),
-                    _ => None,
-                })
-                .collect::<Option<Vec<String>>>()
-                .ok_or_else(|| {
-                    tok_err(
-                        &tokenizer_json,
-                        "model.merges holds something other than pairs",
-                    )
-                })?;
-            let added = v["added_tokens"]
-                .as_array()
-                .map(|list| {
-                    list.iter()
-                        .filter_map(|t| {
-                            Some((t["content"].as_str()?.to_string(), t["id"].as_i64()?))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            (vocab, lines, added, tokenizer_json.clone())
-        } else {
-            return Err(tok_err(
-                dir,
-                "neither vocab.json + merges.txt nor tokenizer.json",
-            ));
-        };
-        let mut ranks = HashMap::new();
-        for (i, line) in merge_lines.iter().enumerate() {
-            let mut parts = line.split(' ');
-            match (parts.next(), parts.next(), parts.next()) {
-                (Some(a), Some(b), None) => {
-                    ranks.insert((a.to_string(), b.to_string()), i);
-                }
-                _ => {
-                    return Err(tok_err(
-                        &merges_path,
-                        format!("merge {} is not two symbols: {line:?}", i + 1),
-                    ));
-                }
-            }
-        }
+        let (mut vocab, merge_lines, file_added, merges_path) = read_bpe_files(dir)?;
+        let ranks = merge_ranks(&merge_lines, &merges_path)?;
 
         let mut special: HashMap<String, Value> = HashMap::new();
         for name in ["special_tokens_map.json", "tokenizer_config.json"] {
@@ -303,7 +318,7 @@ impl ClipTokenizer {
         ids
     }
 
-    /// TextDiffuser-2's text-encoder input (DESIGN.md; microsoft/unilm `textdiffuser-2`
+    /// TextDiffuser-2's text-encoder input (docs/architecture.md; microsoft/unilm `textdiffuser-2`
     /// inference): the caption's `[bos] … [eos]`, then for each text line its tokens
     /// (`["l25", "t89", "r100", "b120", "[H]", "[i]"]`) and an eos; cut to `max_length` and
     /// right-padded with the pad id. A token outside the vocabulary becomes the unk id, as

@@ -269,6 +269,8 @@ fn bad_requests_get_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("leaves no step"), "{e}");
+    // The message says what is allowed: int(4 × strength) ≥ 1.
+    assert!(e.contains("at least 0.25 at 4 steps"), "{e}");
     // the 9-channel UNet refuses plain text-to-image
     let inpaint =
         StableDiffusion::load(&dir().join("sd2-inpaint"), None, &LoadOptions::default()).unwrap();

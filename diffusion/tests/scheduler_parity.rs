@@ -161,11 +161,13 @@ fn trajectories_match_diffusers() {
             Some(begin) => {
                 let begin = begin as usize;
                 scheduler.set_begin_index(begin);
-                let noised = scheduler.add_noise(
-                    get(&format!("{name}.original")),
-                    get(&format!("{name}.added_noise")),
-                    timesteps[begin],
-                );
+                let noised = scheduler
+                    .add_noise(
+                        get(&format!("{name}.original")),
+                        get(&format!("{name}.added_noise")),
+                        timesteps[begin],
+                    )
+                    .expect("add_noise");
                 err = err.max(max_err(&noised, get(&format!("{name}.latents"))));
                 (noised, &timesteps[begin..])
             }
@@ -197,9 +199,13 @@ fn trajectories_match_diffusers() {
         );
         for (i, &t) in timesteps.iter().enumerate() {
             let i = i as i64;
-            let scaled = scheduler.scale_model_input(&latents, t);
+            let scaled = scheduler
+                .scale_model_input(&latents, t)
+                .expect("scale_model_input");
             err = err.max(max_err(&scaled, &scaled_ref.get(i)));
-            latents = scheduler.step(&outputs.get(i), t, &latents, &mut noise);
+            latents = scheduler
+                .step(&outputs.get(i), t, &latents, &mut noise)
+                .expect("step");
             let step_err = max_err(&latents, &prev_ref.get(i));
             assert!(
                 step_err <= STEP_TOLERANCE,

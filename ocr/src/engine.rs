@@ -1,6 +1,6 @@
 //! Tesseract in-process through the `tesseract` crate: one engine per worker thread.
 //! Set `OMP_THREAD_LIMIT=1` in the process environment before starting engines for bulk OCR;
-//! tesseract's own OpenMP threads otherwise fight the workers for the cores (DESIGN.md).
+//! tesseract's own OpenMP threads otherwise fight the workers for the cores (docs/architecture.md).
 
 use image::GrayImage;
 use letterpress_layout::BBox;

@@ -1,4 +1,4 @@
-//! Word boxes merged into text lines as TextDiffuser-2 builds its planner data (DESIGN.md):
+//! Word boxes merged into text lines as TextDiffuser-2 builds its planner data (docs/architecture.md):
 //! two boxes are on one line when each one's vertical centre lies inside the other box and
 //! they are close: `(w1 + w2) / (x_max2 − x_min1) ≥ 0.8`.
 

@@ -17,8 +17,10 @@
 //! ```
 
 mod control_image;
+mod denoise;
 mod generate;
 pub(crate) mod images;
+mod init_latents;
 mod model;
 mod noise;
 mod request;

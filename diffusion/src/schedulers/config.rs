@@ -363,12 +363,18 @@ pub(crate) fn predict_original_sample(
 /// diffusers' `add_noise` of the ᾱ-based schedulers: √ᾱ_t·x₀ + √(1−ᾱ_t)·ε, with ᾱ cast to
 /// the sample's dtype first.
 pub(crate) fn add_noise_alpha(
+    name: &'static str,
     alphas_cumprod: &[f32],
     original: &Tensor,
     noise: &Tensor,
     timestep: f64,
-) -> Tensor {
-    let a = alpha_at(alphas_cumprod, timestep);
+) -> Result<Tensor> {
+    super::require_same_shape(
+        name,
+        ("the original sample", original),
+        ("the noise", noise),
+    )?;
+    let a = alpha_at(name, alphas_cumprod, timestep)?;
     let (sqrt_a, sqrt_1ma) = match original.kind() {
         Kind::Half | Kind::BFloat16 => {
             // diffusers casts ᾱ to the half dtype before the square roots.
@@ -384,18 +390,22 @@ pub(crate) fn add_noise_alpha(
         }
         _ => (a.sqrt() as f64, (1.0 - a).sqrt() as f64),
     };
-    original * sqrt_a + noise * sqrt_1ma
+    Ok(original * sqrt_a + noise * sqrt_1ma)
 }
 
-/// ᾱ at an integer timestep; a timestep off the training range is a caller bug.
-pub(crate) fn alpha_at(alphas_cumprod: &[f32], timestep: f64) -> f32 {
+/// ᾱ at an integer timestep; a timestep off the training range (NaN included) is an error.
+pub(crate) fn alpha_at(name: &'static str, alphas_cumprod: &[f32], timestep: f64) -> Result<f32> {
     let t = timestep.round();
-    assert!(
-        t >= 0.0 && (t as usize) < alphas_cumprod.len(),
-        "timestep {timestep} is outside the training range 0..{}",
-        alphas_cumprod.len()
-    );
-    alphas_cumprod[t as usize]
+    if !(t >= 0.0 && (t as usize) < alphas_cumprod.len()) {
+        return Err(super::scheduler_err(
+            name,
+            format!(
+                "timestep {timestep} is outside the training range 0..{}",
+                alphas_cumprod.len()
+            ),
+        ));
+    }
+    Ok(alphas_cumprod[t as usize])
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use super::config::{
     ClassDefaults, Common, SchedulerConfig, TimestepSpacing, add_noise_alpha, alpha_at,
     discrete_timesteps, predict_original_sample,
 };
-use super::{NoiseSource, Scheduler, check_steps};
+use super::{NoiseSource, Scheduler, check_steps, require_same_shape, scheduler_err};
 use crate::error::Result;
 
 const NAME: &str = "DDIMScheduler";
@@ -61,8 +61,8 @@ impl Scheduler for DdimScheduler {
     // DDIM reads everything from the timestep itself.
     fn set_begin_index(&mut self, _index: usize) {}
 
-    fn scale_model_input(&mut self, sample: &Tensor, _timestep: f64) -> Tensor {
-        sample.shallow_clone()
+    fn scale_model_input(&mut self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
+        Ok(sample.shallow_clone())
     }
 
     fn step(
@@ -71,17 +71,24 @@ impl Scheduler for DdimScheduler {
         timestep: f64,
         sample: &Tensor,
         _noise: &mut dyn NoiseSource,
-    ) -> Tensor {
-        assert!(
-            self.num_inference_steps > 0,
-            "{NAME}: set_timesteps must be called before step"
-        );
+    ) -> Result<Tensor> {
+        if self.num_inference_steps == 0 {
+            return Err(scheduler_err(
+                NAME,
+                "set_timesteps must be called before the first step",
+            ));
+        }
+        require_same_shape(
+            NAME,
+            ("the model output", model_output),
+            ("the sample", sample),
+        )?;
         // diffusers steps back by T / steps whatever the spacing.
         let stride = (self.common.num_train_timesteps / self.num_inference_steps) as f64;
         let prev_timestep = timestep - stride;
-        let alpha_prod_t = alpha_at(&self.common.alphas_cumprod, timestep);
+        let alpha_prod_t = alpha_at(NAME, &self.common.alphas_cumprod, timestep)?;
         let alpha_prod_t_prev = if prev_timestep >= 0.0 {
-            alpha_at(&self.common.alphas_cumprod, prev_timestep)
+            alpha_at(NAME, &self.common.alphas_cumprod, prev_timestep)?
         } else {
             self.final_alpha_cumprod
         };
@@ -110,11 +117,11 @@ impl Scheduler for DdimScheduler {
         let std_dev_t = 0.0f32;
         let direction_coeff = (1.0 - alpha_prod_t_prev - std_dev_t * std_dev_t).sqrt();
         let pred_sample_direction = pred_epsilon * direction_coeff as f64;
-        pred_original_sample * alpha_prod_t_prev.sqrt() as f64 + pred_sample_direction
+        Ok(pred_original_sample * alpha_prod_t_prev.sqrt() as f64 + pred_sample_direction)
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Tensor {
-        add_noise_alpha(&self.common.alphas_cumprod, original, noise, timestep)
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        add_noise_alpha(NAME, &self.common.alphas_cumprod, original, noise, timestep)
     }
 
     fn name(&self) -> &'static str {

@@ -7,7 +7,10 @@ use super::config::{
     ClassDefaults, Common, SchedulerConfig, TimestepSpacing, add_noise_alpha, alpha_at,
     discrete_timesteps, predict_original_sample,
 };
-use super::{NoiseSource, Scheduler, check_steps, torch_f32};
+use super::{
+    NoiseSource, Scheduler, check_steps, require_same_shape, require_schedule, torch_f32,
+    unknown_timestep,
+};
 use crate::error::{Result, config_err};
 
 const NAME: &str = "DDPMScheduler";
@@ -59,18 +62,15 @@ impl DdpmScheduler {
     }
 
     /// diffusers' `previous_timestep`: the next entry of the schedule, or −1 after the last.
-    fn previous_timestep(&self, timestep: f64) -> f64 {
+    fn previous_timestep(&self, timestep: f64) -> Result<f64> {
+        require_schedule(NAME, &self.timesteps)?;
+        // The first match, as diffusers' `(self.timesteps == timestep).nonzero()[0]`.
         let index = self
             .timesteps
             .iter()
             .position(|&t| t == timestep)
-            .unwrap_or_else(|| {
-                panic!(
-                    "{NAME}: timestep {timestep} is not one of {:?}",
-                    self.timesteps
-                )
-            });
-        self.timesteps.get(index + 1).copied().unwrap_or(-1.0)
+            .ok_or_else(|| unknown_timestep(NAME, &self.timesteps, timestep))?;
+        Ok(self.timesteps.get(index + 1).copied().unwrap_or(-1.0))
     }
 }
 
@@ -88,8 +88,8 @@ impl Scheduler for DdpmScheduler {
     // DDPM reads everything from the timestep itself.
     fn set_begin_index(&mut self, _index: usize) {}
 
-    fn scale_model_input(&mut self, sample: &Tensor, _timestep: f64) -> Tensor {
-        sample.shallow_clone()
+    fn scale_model_input(&mut self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
+        Ok(sample.shallow_clone())
     }
 
     fn step(
@@ -98,11 +98,16 @@ impl Scheduler for DdpmScheduler {
         timestep: f64,
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
-    ) -> Tensor {
-        let prev_t = self.previous_timestep(timestep);
-        let alpha_prod_t = alpha_at(&self.common.alphas_cumprod, timestep);
+    ) -> Result<Tensor> {
+        require_same_shape(
+            NAME,
+            ("the model output", model_output),
+            ("the sample", sample),
+        )?;
+        let prev_t = self.previous_timestep(timestep)?;
+        let alpha_prod_t = alpha_at(NAME, &self.common.alphas_cumprod, timestep)?;
         let alpha_prod_t_prev = if prev_t >= 0.0 {
-            alpha_at(&self.common.alphas_cumprod, prev_t)
+            alpha_at(NAME, &self.common.alphas_cumprod, prev_t)?
         } else {
             1.0
         };
@@ -125,7 +130,7 @@ impl Scheduler for DdpmScheduler {
         let sample_coeff = current_alpha_t.sqrt() * beta_prod_t_prev / beta_prod_t;
         let prev_sample = x0 * x0_coeff as f64 + sample * sample_coeff as f64;
         if timestep <= 0.0 {
-            return prev_sample;
+            return Ok(prev_sample);
         }
         let variance_noise = noise.randn(
             &model_output.size(),
@@ -139,11 +144,11 @@ impl Scheduler for DdpmScheduler {
             VarianceType::SmallLog => torch_f32(variance, |v| v.log().g_mul_scalar(0.5).exp()),
             VarianceType::Large => current_beta_t.sqrt(),
         };
-        prev_sample + variance_noise * std as f64
+        Ok(prev_sample + variance_noise * std as f64)
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Tensor {
-        add_noise_alpha(&self.common.alphas_cumprod, original, noise, timestep)
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        add_noise_alpha(NAME, &self.common.alphas_cumprod, original, noise, timestep)
     }
 
     fn name(&self) -> &'static str {

@@ -9,7 +9,10 @@ use super::euler::refuse_unsupported;
 use super::sigmas::{
     alpha_sigma_t, karras_sigmas, multistep_timesteps, np_interp, sigma_to_t, train_sigmas,
 };
-use super::{NoiseSource, Scheduler, check_steps, index_for_timestep, torch_f32};
+use super::{
+    NoiseSource, Scheduler, check_steps, index_for_timestep, require_same_shape, require_schedule,
+    require_step, torch_f32,
+};
 use crate::error::{Result, config_err};
 
 const NAME: &str = "DPMSolverMultistepScheduler";
@@ -120,14 +123,34 @@ impl Multistep {
         self.lower_order_nums = 0;
     }
 
-    pub(crate) fn step_index(&mut self, timestep: f64) -> usize {
-        if self.step_index.is_none() {
-            self.step_index = Some(
-                self.begin_index
-                    .unwrap_or_else(|| self.index_or_last(timestep)),
-            );
-        }
-        self.step_index.expect("set above")
+    /// The current step index, found from the timestep on the first call; an error before
+    /// `set_timesteps` and after the last step.
+    pub(crate) fn step_index(&mut self, name: &'static str, timestep: f64) -> Result<usize> {
+        require_schedule(name, &self.timesteps)?;
+        let i = match (self.step_index, self.begin_index) {
+            (Some(i), _) => i,
+            (None, Some(b)) => b,
+            (None, None) => self.index_or_last(timestep),
+        };
+        require_step(name, i, self.timesteps.len())?;
+        self.step_index = Some(i);
+        Ok(i)
+    }
+
+    /// The checks every multistep `step` starts with: the schedule is set and the model
+    /// output has the sample's shape.
+    pub(crate) fn check_step(
+        &self,
+        name: &'static str,
+        model_output: &Tensor,
+        sample: &Tensor,
+    ) -> Result<()> {
+        require_schedule(name, &self.timesteps)?;
+        require_same_shape(
+            name,
+            ("the model output", model_output),
+            ("the sample", sample),
+        )
     }
 
     /// diffusers' multistep `index_for_timestep`: an unknown timestep means the last step.
@@ -160,14 +183,32 @@ impl Multistep {
         self.model_outputs.push(x0);
     }
 
-    pub(crate) fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Tensor {
+    pub(crate) fn add_noise(
+        &self,
+        name: &'static str,
+        original: &Tensor,
+        noise: &Tensor,
+        timestep: f64,
+    ) -> Result<Tensor> {
+        require_schedule(name, &self.timesteps)?;
+        require_same_shape(
+            name,
+            ("the original sample", original),
+            ("the noise", noise),
+        )?;
         let index = match (self.begin_index, self.step_index) {
             (None, _) => self.index_or_last(timestep),
             (Some(_), Some(i)) => i,
             (Some(b), None) => b,
         };
-        let (alpha_t, sigma_t) = alpha_sigma_t(self.sigmas[index]);
-        original * alpha_t as f64 + noise * sigma_t as f64
+        // σ has one entry more than the timesteps: noising to the final σ is allowed.
+        let sigma = self
+            .sigmas
+            .get(index)
+            .copied()
+            .ok_or_else(|| super::scheduler_err(name, format!("no σ at step {index}")))?;
+        let (alpha_t, sigma_t) = alpha_sigma_t(sigma);
+        Ok(original * alpha_t as f64 + noise * sigma_t as f64)
     }
 }
 
@@ -306,8 +347,8 @@ impl Scheduler for DpmSolverMultistepScheduler {
         self.state.begin_index = Some(index);
     }
 
-    fn scale_model_input(&mut self, sample: &Tensor, _timestep: f64) -> Tensor {
-        sample.shallow_clone()
+    fn scale_model_input(&mut self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
+        Ok(sample.shallow_clone())
     }
 
     fn step(
@@ -316,8 +357,9 @@ impl Scheduler for DpmSolverMultistepScheduler {
         timestep: f64,
         sample: &Tensor,
         _noise: &mut dyn NoiseSource,
-    ) -> Tensor {
-        let i = self.state.step_index(timestep);
+    ) -> Result<Tensor> {
+        self.state.check_step(NAME, model_output, sample)?;
+        let i = self.state.step_index(NAME, timestep)?;
         let n = self.state.timesteps.len();
         let lower_order_final = i + 1 == n
             && (self.euler_at_final
@@ -328,7 +370,9 @@ impl Scheduler for DpmSolverMultistepScheduler {
         let sample = sample.to_kind(Kind::Float);
         let prev_sample =
             if self.solver_order == 1 || self.state.lower_order_nums < 1 || lower_order_final {
-                let x0 = self.state.model_outputs.last().expect("pushed above");
+                let x0 = self.state.model_outputs.last().ok_or_else(|| {
+                    crate::Error::Internal(format!("{NAME}: no model output after pushing one"))
+                })?;
                 self.first_order_update(i, x0, &sample)
             } else {
                 self.second_order_update(i, &sample)
@@ -337,11 +381,11 @@ impl Scheduler for DpmSolverMultistepScheduler {
             self.state.lower_order_nums += 1;
         }
         self.state.step_index = Some(i + 1);
-        prev_sample.to_kind(model_output.kind())
+        Ok(prev_sample.to_kind(model_output.kind()))
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Tensor {
-        self.state.add_noise(original, noise, timestep)
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        self.state.add_noise(NAME, original, noise, timestep)
     }
 
     fn name(&self) -> &'static str {

@@ -5,7 +5,7 @@ use tch::{Kind, Tensor};
 
 use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, TimestepSpacing};
 use super::sigmas::{euler_timesteps, karras_sigmas, np_interp, sigma_to_t, train_sigmas};
-use super::{NoiseSource, Scheduler, check_steps, index_for_timestep};
+use super::{NoiseSource, Scheduler, check_steps, require_index, require_same_shape, require_step};
 use crate::error::{Result, config_err};
 
 const NAME: &str = "EulerDiscreteScheduler";
@@ -63,47 +63,43 @@ impl SigmaSchedule {
     }
 
     /// The current step index, found from the timestep on the first call (diffusers'
-    /// `_init_step_index`).
-    pub(crate) fn step_index(&mut self, name: &str, timestep: f64) -> usize {
-        if self.step_index.is_none() {
-            self.step_index = Some(match self.begin_index {
-                Some(b) => b,
-                None => index_for_timestep(&self.timesteps, timestep).unwrap_or_else(|| {
-                    panic!(
-                        "{name}: timestep {timestep} is not one of {:?}",
-                        self.timesteps
-                    )
-                }),
-            });
-        }
-        self.step_index.expect("set above")
+    /// `_init_step_index`); an error before `set_timesteps`, for a timestep off the schedule
+    /// and after the last step. Below the schedule's length, so σ at it and after it exist.
+    pub(crate) fn step_index(&mut self, name: &'static str, timestep: f64) -> Result<usize> {
+        let i = match (self.step_index, self.begin_index) {
+            (Some(i), _) => i,
+            (None, Some(b)) => b,
+            (None, None) => require_index(name, &self.timesteps, timestep)?,
+        };
+        require_step(name, i, self.timesteps.len())?;
+        self.step_index = Some(i);
+        Ok(i)
     }
 
     /// σ for `add_noise`: from the timestep, or the begin / current index once set.
-    pub(crate) fn sigma_for_add_noise(&self, name: &str, timestep: f64) -> f32 {
+    pub(crate) fn sigma_for_add_noise(&self, name: &'static str, timestep: f64) -> Result<f32> {
         let index = match (self.begin_index, self.step_index) {
-            (None, _) => index_for_timestep(&self.timesteps, timestep).unwrap_or_else(|| {
-                panic!(
-                    "{name}: timestep {timestep} is not one of {:?}",
-                    self.timesteps
-                )
-            }),
+            (None, _) => require_index(name, &self.timesteps, timestep)?,
             (Some(_), Some(i)) => i,
             (Some(b), None) => b,
         };
-        self.sigmas[index]
+        // σ has one entry more than the timesteps: noising to the final σ is allowed.
+        self.sigmas
+            .get(index)
+            .copied()
+            .ok_or_else(|| super::scheduler_err(name, format!("no σ at step {index}")))
     }
 
     /// x / √(σ²+1): the model sees unit-variance inputs.
     pub(crate) fn scale_model_input(
         &mut self,
-        name: &str,
+        name: &'static str,
         sample: &Tensor,
         timestep: f64,
-    ) -> Tensor {
-        let i = self.step_index(name, timestep);
+    ) -> Result<Tensor> {
+        let i = self.step_index(name, timestep)?;
         let sigma = self.sigmas[i];
-        sample / (sigma * sigma + 1.0).sqrt() as f64
+        Ok(sample / (sigma * sigma + 1.0).sqrt() as f64)
     }
 
     /// x₀ predicted at noise level σ (σ-parameterised: x = x₀ + σ·ε).
@@ -232,7 +228,7 @@ impl Scheduler for EulerDiscreteScheduler {
         self.schedule.begin_index = Some(index);
     }
 
-    fn scale_model_input(&mut self, sample: &Tensor, timestep: f64) -> Tensor {
+    fn scale_model_input(&mut self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
         self.schedule.scale_model_input(NAME, sample, timestep)
     }
 
@@ -242,9 +238,14 @@ impl Scheduler for EulerDiscreteScheduler {
         timestep: f64,
         sample: &Tensor,
         _noise: &mut dyn NoiseSource,
-    ) -> Tensor {
+    ) -> Result<Tensor> {
+        require_same_shape(
+            NAME,
+            ("the model output", model_output),
+            ("the sample", sample),
+        )?;
         let s = &mut self.schedule;
-        let i = s.step_index(NAME, timestep);
+        let i = s.step_index(NAME, timestep)?;
         let sample = sample.to_kind(Kind::Float);
         // γ = 0 without churn, so σ̂ = σ and no noise is drawn.
         let sigma_hat = s.sigmas[i];
@@ -253,12 +254,17 @@ impl Scheduler for EulerDiscreteScheduler {
         let dt = s.sigmas[i + 1] - sigma_hat;
         let prev_sample = sample + derivative * dt as f64;
         s.step_index = Some(i + 1);
-        prev_sample.to_kind(model_output.kind())
+        Ok(prev_sample.to_kind(model_output.kind()))
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Tensor {
-        let sigma = self.schedule.sigma_for_add_noise(NAME, timestep);
-        original + noise * sigma as f64
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        require_same_shape(
+            NAME,
+            ("the original sample", original),
+            ("the noise", noise),
+        )?;
+        let sigma = self.schedule.sigma_for_add_noise(NAME, timestep)?;
+        Ok(original + noise * sigma as f64)
     }
 
     fn name(&self) -> &'static str {

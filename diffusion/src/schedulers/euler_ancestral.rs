@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 use super::config::{ClassDefaults, PredictionType, SchedulerConfig, TimestepSpacing};
 use super::euler::SigmaSchedule;
 use super::sigmas::euler_timesteps;
-use super::{NoiseSource, Scheduler, check_steps};
+use super::{NoiseSource, Scheduler, check_steps, require_same_shape};
 use crate::error::{Result, config_err};
 
 const NAME: &str = "EulerAncestralDiscreteScheduler";
@@ -65,7 +65,7 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         self.schedule.begin_index = Some(index);
     }
 
-    fn scale_model_input(&mut self, sample: &Tensor, timestep: f64) -> Tensor {
+    fn scale_model_input(&mut self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
         self.schedule.scale_model_input(NAME, sample, timestep)
     }
 
@@ -75,9 +75,14 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         timestep: f64,
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
-    ) -> Tensor {
+    ) -> Result<Tensor> {
+        require_same_shape(
+            NAME,
+            ("the model output", model_output),
+            ("the sample", sample),
+        )?;
         let s = &mut self.schedule;
-        let i = s.step_index(NAME, timestep);
+        let i = s.step_index(NAME, timestep)?;
         let sigma = s.sigmas[i];
         let sample = sample.to_kind(Kind::Float);
         let pred_original_sample = s.predict_original_sample(model_output, &sample, sigma);
@@ -96,12 +101,17 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         );
         let prev_sample = prev_sample + noise * sigma_up as f64;
         s.step_index = Some(i + 1);
-        prev_sample.to_kind(model_output.kind())
+        Ok(prev_sample.to_kind(model_output.kind()))
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Tensor {
-        let sigma = self.schedule.sigma_for_add_noise(NAME, timestep);
-        original + noise * sigma as f64
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        require_same_shape(
+            NAME,
+            ("the original sample", original),
+            ("the noise", noise),
+        )?;
+        let sigma = self.schedule.sigma_for_add_noise(NAME, timestep)?;
+        Ok(original + noise * sigma as f64)
     }
 
     fn name(&self) -> &'static str {

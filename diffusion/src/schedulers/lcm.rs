@@ -8,7 +8,10 @@ use super::config::{
     ClassDefaults, Common, SchedulerConfig, TimestepSpacing, add_noise_alpha, alpha_at,
     np_linspace_open, predict_original_sample,
 };
-use super::{BetaSchedule, NoiseSource, Scheduler, check_steps, index_for_timestep};
+use super::{
+    BetaSchedule, NoiseSource, Scheduler, check_steps, require_index, require_same_shape,
+    require_step,
+};
 use crate::error::{Result, config_err};
 
 const NAME: &str = "LCMScheduler";
@@ -105,8 +108,8 @@ impl Scheduler for LcmScheduler {
         self.begin_index = Some(index);
     }
 
-    fn scale_model_input(&mut self, sample: &Tensor, _timestep: f64) -> Tensor {
-        sample.shallow_clone()
+    fn scale_model_input(&mut self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
+        Ok(sample.shallow_clone())
     }
 
     fn step(
@@ -115,21 +118,22 @@ impl Scheduler for LcmScheduler {
         timestep: f64,
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
-    ) -> Tensor {
-        let i = *self.step_index.get_or_insert_with(|| {
-            self.begin_index.unwrap_or_else(|| {
-                index_for_timestep(&self.timesteps, timestep).unwrap_or_else(|| {
-                    panic!(
-                        "{NAME}: timestep {timestep} is not one of {:?}",
-                        self.timesteps
-                    )
-                })
-            })
-        });
+    ) -> Result<Tensor> {
+        require_same_shape(
+            NAME,
+            ("the model output", model_output),
+            ("the sample", sample),
+        )?;
+        let i = match (self.step_index, self.begin_index) {
+            (Some(i), _) => i,
+            (None, Some(b)) => b,
+            (None, None) => require_index(NAME, &self.timesteps, timestep)?,
+        };
+        require_step(NAME, i, self.timesteps.len())?;
         let prev_timestep = self.timesteps.get(i + 1).copied().unwrap_or(timestep);
-        let alpha_prod_t = alpha_at(&self.common.alphas_cumprod, timestep);
+        let alpha_prod_t = alpha_at(NAME, &self.common.alphas_cumprod, timestep)?;
         let alpha_prod_t_prev = if prev_timestep >= 0.0 {
-            alpha_at(&self.common.alphas_cumprod, prev_timestep)
+            alpha_at(NAME, &self.common.alphas_cumprod, prev_timestep)?
         } else {
             self.final_alpha_cumprod
         };
@@ -149,14 +153,14 @@ impl Scheduler for LcmScheduler {
         self.step_index = Some(i + 1);
         if i + 1 == self.timesteps.len() {
             // The last step returns the denoised sample itself, as diffusers' prev_sample.
-            return denoised;
+            return Ok(denoised);
         }
         let noise = noise.randn(&model_output.size(), denoised.kind(), model_output.device());
-        denoised * alpha_prod_t_prev.sqrt() as f64 + noise * beta_prod_t_prev.sqrt() as f64
+        Ok(denoised * alpha_prod_t_prev.sqrt() as f64 + noise * beta_prod_t_prev.sqrt() as f64)
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Tensor {
-        add_noise_alpha(&self.common.alphas_cumprod, original, noise, timestep)
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        add_noise_alpha(NAME, &self.common.alphas_cumprod, original, noise, timestep)
     }
 
     fn name(&self) -> &'static str {

@@ -8,6 +8,8 @@
 //! of diffusers' `randn_tensor` calls.
 
 mod config;
+#[cfg(test)]
+mod contract_tests;
 mod ddim;
 mod ddpm;
 mod dpm_solver_multistep;
@@ -72,18 +74,23 @@ pub trait Scheduler: Send + std::fmt::Debug {
     /// img2img: the index into `timesteps` the loop starts at (diffusers' `set_begin_index`).
     fn set_begin_index(&mut self, index: usize);
     /// Scales the latents before the model call (Euler-type schedulers divide by √(σ²+1)).
-    fn scale_model_input(&mut self, sample: &Tensor, timestep: f64) -> Tensor;
+    /// Errors for a timestep the schedule does not hold (Euler-type schedulers) or a call
+    /// before [`set_timesteps`](Scheduler::set_timesteps).
+    fn scale_model_input(&mut self, sample: &Tensor, timestep: f64) -> Result<Tensor>;
     /// One denoising step: the previous (less noisy) sample. For LCM the last step returns the
-    /// denoised sample, as diffusers' `prev_sample` does.
+    /// denoised sample, as diffusers' `prev_sample` does. Errors ([`Error::Scheduler`]) for a
+    /// step before [`set_timesteps`](Scheduler::set_timesteps), a timestep off the schedule,
+    /// a step after the last, or a model output whose shape is not the sample's.
     fn step(
         &mut self,
         model_output: &Tensor,
         timestep: f64,
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
-    ) -> Tensor;
+    ) -> Result<Tensor>;
     /// The forward process: `original` noised to the level of `timestep` (img2img, inpainting).
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Tensor;
+    /// Errors like [`step`](Scheduler::step) for a timestep it cannot place.
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor>;
     /// diffusers' class name, e.g. `DDIMScheduler`.
     fn name(&self) -> &'static str;
     /// The noise levels σ of the schedule (with the final 0), for the sigma-based schedulers.
@@ -240,6 +247,97 @@ pub(crate) fn check_steps(name: &'static str, steps: usize, max: usize) -> Resul
         ));
     }
     Ok(())
+}
+
+/// The error of a scheduler used against its contract.
+pub(crate) fn scheduler_err(scheduler: &'static str, message: impl Into<String>) -> Error {
+    Error::Scheduler {
+        scheduler,
+        message: message.into(),
+    }
+}
+
+/// Errors unless `set_timesteps` has run (its schedule is never empty).
+pub(crate) fn require_schedule(name: &'static str, timesteps: &[f64]) -> Result<()> {
+    if timesteps.is_empty() {
+        return Err(scheduler_err(
+            name,
+            "set_timesteps must be called before the first step",
+        ));
+    }
+    Ok(())
+}
+
+/// [`index_for_timestep`], or an error naming the schedule when `timestep` is not in it.
+pub(crate) fn require_index(name: &'static str, timesteps: &[f64], timestep: f64) -> Result<usize> {
+    require_schedule(name, timesteps)?;
+    index_for_timestep(timesteps, timestep)
+        .ok_or_else(|| unknown_timestep(name, timesteps, timestep))
+}
+
+/// The error for a timestep that is not in the schedule.
+pub(crate) fn unknown_timestep(name: &'static str, timesteps: &[f64], timestep: f64) -> Error {
+    scheduler_err(
+        name,
+        format!(
+            "timestep {timestep} is not one of the schedule's {}",
+            schedule_preview(timesteps)
+        ),
+    )
+}
+
+/// Errors when step `index` lies past the schedule's `steps` (a step after the last, or a
+/// begin index beyond the end).
+pub(crate) fn require_step(name: &'static str, index: usize, steps: usize) -> Result<()> {
+    if steps == 0 {
+        return Err(scheduler_err(
+            name,
+            "set_timesteps must be called before the first step",
+        ));
+    }
+    if index >= steps {
+        return Err(scheduler_err(
+            name,
+            format!("step {index} is past the end of the {steps}-step schedule"),
+        ));
+    }
+    Ok(())
+}
+
+/// Errors unless `a` and `b` (model output and sample, or sample and noise) have one shape:
+/// the step's arithmetic is elementwise.
+pub(crate) fn require_same_shape(
+    name: &'static str,
+    (what_a, a): (&str, &Tensor),
+    (what_b, b): (&str, &Tensor),
+) -> Result<()> {
+    if a.size() != b.size() {
+        return Err(scheduler_err(
+            name,
+            format!(
+                "{what_a} has shape {:?} but {what_b} has {:?}; they must be equal",
+                a.size(),
+                b.size()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A schedule for an error message: every timestep of a short one, the ends of a long one.
+fn schedule_preview(timesteps: &[f64]) -> String {
+    let n = timesteps.len();
+    if n <= 8 {
+        return format!("{timesteps:?}");
+    }
+    format!(
+        "{} timesteps [{}, {}, {}, …, {}]",
+        n,
+        timesteps[0],
+        timesteps[1],
+        timesteps[2],
+        timesteps[n - 1]
+    )
 }
 
 /// Index of `timestep` in `timesteps` as diffusers' `index_for_timestep` picks it: the second

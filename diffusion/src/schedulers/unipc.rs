@@ -139,7 +139,13 @@ impl UniPcMultistepScheduler {
     }
 
     /// UniC (bh) corrector of the sample at step i, using this step's converted output.
-    fn corrector(&self, i: usize, model_t: &Tensor, last_sample: &Tensor, order: usize) -> Tensor {
+    fn corrector(
+        &self,
+        i: usize,
+        model_t: &Tensor,
+        last_sample: &Tensor,
+        order: usize,
+    ) -> Result<Tensor> {
         let outputs = &self.state.model_outputs;
         let m0 = &outputs[outputs.len() - 1];
         let (alpha_t, sigma_t, lambda_t) = self.state.alpha_sigma_lambda(i);
@@ -171,11 +177,11 @@ impl UniPcMultistepScheduler {
                 h_phi_k = h_phi_k / hh - (1.0 / factorial as f64) as f32;
             }
             let r = Tensor::from_slice(&[1.0f32, 1.0, rk, 1.0]).view([2, 2]);
-            let rhos = Tensor::linalg_solve(&r, &Tensor::from_slice(&b), true);
-            let rhos = Vec::<f32>::try_from(&rhos).expect("2 float32 values");
+            let rhos = Tensor::f_linalg_solve(&r, &Tensor::from_slice(&b), true)?;
+            let rhos = Vec::<f32>::try_from(&rhos)?;
             d1 * rhos[0] as f64 + d1_t * rhos[1] as f64
         };
-        x_t - correction * (scale * b_h) as f64
+        Ok(x_t - correction * (scale * b_h) as f64)
     }
 }
 
@@ -201,8 +207,8 @@ impl Scheduler for UniPcMultistepScheduler {
         self.state.begin_index = Some(index);
     }
 
-    fn scale_model_input(&mut self, sample: &Tensor, _timestep: f64) -> Tensor {
-        sample.shallow_clone()
+    fn scale_model_input(&mut self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
+        Ok(sample.shallow_clone())
     }
 
     fn step(
@@ -211,12 +217,13 @@ impl Scheduler for UniPcMultistepScheduler {
         timestep: f64,
         sample: &Tensor,
         _noise: &mut dyn NoiseSource,
-    ) -> Tensor {
-        let i = self.state.step_index(timestep);
+    ) -> Result<Tensor> {
+        self.state.check_step(NAME, model_output, sample)?;
+        let i = self.state.step_index(NAME, timestep)?;
         let converted = self.convert_model_output(i, model_output, sample);
         let use_corrector = i > 0 && !self.disable_corrector.contains(&(i - 1));
         let sample = match (&self.last_sample, use_corrector) {
-            (Some(last), true) => self.corrector(i, &converted, last, self.this_order),
+            (Some(last), true) => self.corrector(i, &converted, last, self.this_order)?,
             _ => sample.shallow_clone(),
         };
         self.state.push_model_output(converted, self.solver_order);
@@ -233,11 +240,11 @@ impl Scheduler for UniPcMultistepScheduler {
             self.state.lower_order_nums += 1;
         }
         self.state.step_index = Some(i + 1);
-        prev_sample
+        Ok(prev_sample)
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Tensor {
-        self.state.add_noise(original, noise, timestep)
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
+        self.state.add_noise(NAME, original, noise, timestep)
     }
 
     fn name(&self) -> &'static str {

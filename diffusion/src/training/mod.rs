@@ -3,7 +3,11 @@
 //! against them by `tools/make_train_fixtures.py` and `tests/train_parity.rs`).
 
 mod adamw;
+mod batches;
+mod checkpoints;
+mod config;
 mod ema;
+mod finish;
 mod init;
 mod lr_schedule;
 mod noise;
@@ -11,6 +15,9 @@ mod step;
 mod trainer;
 
 pub use adamw::{AdamW, AdamWConfig};
+pub use batches::{TrainingData, TrainingSample};
+pub use checkpoints::latest_checkpoint;
+pub use config::{MixedPrecision, TrainConfig, TrainTarget, Validation};
 pub use ema::Ema;
 pub use init::{
     controlnet_config_json, controlnet_from_unet, named_variables, resize_token_embeddings,
@@ -19,7 +26,4 @@ pub use init::{
 pub use lr_schedule::LrSchedule;
 pub use noise::NoiseSchedule;
 pub use step::{StepModels, TrainBatch, diffusion_loss, vae_loss};
-pub use trainer::{
-    MixedPrecision, NoTrainProgress, TrainConfig, TrainProgress, TrainReport, TrainTarget,
-    TrainingData, TrainingSample, Validation, latest_checkpoint, train,
-};
+pub use trainer::{NoTrainProgress, TrainProgress, TrainReport, train};

@@ -69,7 +69,7 @@ pub(crate) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<SourceImage,
         return Err(err(
             "too_many_pixels",
             format!(
-                "{width}x{height} = {pixels} pixels is over the limit of {} (--max-pixels); decompression bomb or huge image",
+                "{width}x{height} = {pixels} pixels is over the pixel limit of {}; decompression bomb or huge image",
                 limits.max_pixels
             ),
         ));

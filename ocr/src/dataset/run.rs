@@ -150,25 +150,34 @@ pub(crate) fn check_manifest(path: &Path, manifest: &Value) -> Result<(), Datase
     }
 }
 
+/// Refuses settings no build can use, before any input is read.
+fn check_build_config(config: &BuildConfig) -> Result<(), DatasetError> {
+    if config.shard_size == 0 {
+        return Err(DatasetError::Config(
+            "shard size 0: it must be at least 1".into(),
+        ));
+    }
+    if config.filters.min_words > config.filters.max_words {
+        return Err(DatasetError::Config(format!(
+            "minimum word count {} is more than the maximum word count {}; the minimum must \
+             not exceed the maximum",
+            config.filters.min_words, config.filters.max_words
+        )));
+    }
+    if config.resize == Some(0) {
+        return Err(DatasetError::Config(
+            "resize side 0: it must be at least 1 pixel".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Builds (or resumes building) a dataset.
 pub fn build(
     config: &BuildConfig,
     progress: &dyn BuildProgress,
 ) -> Result<BuildReport, DatasetError> {
-    if config.shard_size == 0 {
-        return Err(DatasetError::Config(
-            "--shard-size must be at least 1".into(),
-        ));
-    }
-    if config.filters.min_words > config.filters.max_words {
-        return Err(DatasetError::Config(format!(
-            "--min-words {} is more than --max-words {}",
-            config.filters.min_words, config.filters.max_words
-        )));
-    }
-    if config.resize == Some(0) {
-        return Err(DatasetError::Config("--resize must be at least 1".into()));
-    }
+    check_build_config(config)?;
     let kind = input::detect_kind(&config.input)?;
     let inputs = input::enumerate(&config.input, kind)?;
     std::fs::create_dir_all(&config.output).map_err(|e| DatasetError::io(&config.output, e))?;
@@ -219,7 +228,20 @@ pub fn build(
         process_work(config, &inputs, &work, &cx, progress)?;
     }
 
-    // Every shard is complete now: merge.
+    let stats = merge_shards(config, shards, inputs.len())?;
+    Ok(BuildReport {
+        input_kind: kind,
+        inputs: inputs.len(),
+        shards,
+        shards_resumed: resumed,
+        stats,
+    })
+}
+
+/// Merges the complete shards' statistics, errors and planner conversations into the
+/// output folder's `stats.json`, `errors.jsonl` and `planner.json`.
+fn merge_shards(config: &BuildConfig, shards: usize, inputs: usize) -> Result<Stats, DatasetError> {
+    let out = config.output.as_path();
     let mut stats = Stats::default();
     let mut errors = Vec::new();
     let mut planner = Vec::new();
@@ -246,19 +268,13 @@ pub fn build(
         shard::write_atomic(&out.join("planner.json"), &bytes)?;
     }
     let mut total = serde_json::to_value(&stats).expect("stats serialise");
-    total["inputs"] = json!(inputs.len());
+    total["inputs"] = json!(inputs);
     total["shards"] = json!(shards);
     shard::write_atomic(
         &out.join("stats.json"),
         &serde_json::to_vec_pretty(&total).expect("stats serialise"),
     )?;
-    Ok(BuildReport {
-        input_kind: kind,
-        inputs: inputs.len(),
-        shards,
-        shards_resumed: resumed,
-        stats,
-    })
+    Ok(stats)
 }
 
 type Message = Result<(usize, Outcome), DatasetError>;

@@ -54,33 +54,44 @@ fn error(kind: &'static str, reason: impl Into<String>) -> Outcome {
     }
 }
 
+/// The input's image bytes, or the error outcome that records why there are none.
+fn read_image_bytes(input: &Input, max_bytes: u64) -> Result<Vec<u8>, Outcome> {
+    input::read_bytes(&input.location, max_bytes).map_err(|e| match e {
+        ReadError::Io(e) => error("read", format!("cannot read: {e}")),
+        ReadError::TooLarge(size) => error(
+            "file_too_large",
+            format!("{size} bytes is over the file size limit of {max_bytes} bytes"),
+        ),
+        ReadError::NoImage(members) => error(
+            "no_image",
+            format!(
+                "the sample has no image member (members: {})",
+                members.join(", ")
+            ),
+        ),
+    })
+}
+
+/// The FastChat conversation that teaches the layout planner this sample's layout.
+fn planner_conversation(key: &str, caption: &str, layout_td2: &str) -> Value {
+    json!({
+        "id": key,
+        "conversations": [
+            {"from": "human", "value": td2::planner_prompt(caption, &[])},
+            {"from": "gpt", "value": layout_td2},
+        ],
+    })
+}
+
 pub(crate) fn process(
     input: &Input,
     key: &str,
     engine: &mut OcrEngine,
     cx: &SampleContext,
 ) -> Outcome {
-    let bytes = match input::read_bytes(&input.location, cx.limits.max_bytes) {
+    let bytes = match read_image_bytes(input, cx.limits.max_bytes) {
         Ok(b) => b,
-        Err(ReadError::Io(e)) => return error("read", format!("cannot read: {e}")),
-        Err(ReadError::TooLarge(size)) => {
-            return error(
-                "file_too_large",
-                format!(
-                    "{size} bytes is over the limit of {} (--max-bytes)",
-                    cx.limits.max_bytes
-                ),
-            );
-        }
-        Err(ReadError::NoImage(members)) => {
-            return error(
-                "no_image",
-                format!(
-                    "the sample has no image member (members: {})",
-                    members.join(", ")
-                ),
-            );
-        }
+        Err(outcome) => return outcome,
     };
     let (mut caption, mut source_json) = (input.caption.clone(), input.source_json.clone());
     if let Location::File(path) = &input.location
@@ -133,13 +144,7 @@ pub(crate) fn process(
     };
     let layout_td2 = td2::serialize(&layout);
     let planner = match (&caption, cx.export_planner) {
-        (Some(c), true) => Some(json!({
-            "id": key,
-            "conversations": [
-                {"from": "human", "value": td2::planner_prompt(c, &[])},
-                {"from": "gpt", "value": layout_td2},
-            ],
-        })),
+        (Some(c), true) => Some(planner_conversation(key, c, &layout_td2)),
         _ => None,
     };
     let image_ext = decode::extension(source.format);

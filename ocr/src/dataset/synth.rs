@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ImageEncoder, RgbImage};
+use image::{GrayImage, ImageEncoder, RgbImage};
 use letterpress_layout::{BBox, Layout, Rgb, TypographicPlanner, td2};
 use letterpress_render::{MissingGlyph, RenderOptions, Renderer, Rendering};
 use serde_json::{Value, json};
@@ -255,6 +255,66 @@ struct SynthContext<'a> {
     config: &'a SynthConfig,
 }
 
+/// Text colour: a named colour far in luminance from the background `bg`, so the text stays
+/// legible whatever the draw (black or white when none is far enough).
+fn text_colour(bg: [u8; 3], rng: &mut Rng) -> (&'static str, [u8; 3]) {
+    let candidates: Vec<&(&str, [u8; 3])> = COLOURS
+        .iter()
+        .filter(|(_, c)| (luminance(*c) - luminance(bg)).abs() > 110.0)
+        .collect();
+    if candidates.is_empty() {
+        if luminance(bg) > 128.0 {
+            COLOURS[10]
+        } else {
+            COLOURS[11]
+        }
+    } else {
+        **rng.pick(&candidates)
+    }
+}
+
+/// The image and its glyph mask as PNG files.
+fn encode_pngs(image: &RgbImage, mask: &GrayImage) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let (w, h) = image.dimensions();
+    let image = png(image.as_raw(), w, h, image::ExtendedColorType::Rgb8)?;
+    let mask = png(
+        mask.as_raw(),
+        mask.width(),
+        mask.height(),
+        image::ExtendedColorType::L8,
+    )?;
+    Ok((image, mask))
+}
+
+/// The sample's lines, words and characters with their boxes (pixels and the 128-grid), as
+/// the dataset's JSON records them.
+fn annotations(
+    layout: &Layout,
+    rendering: &Rendering,
+    side: u32,
+) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let grid = |b: &BBox| {
+        let g = b.to_grid(side, side);
+        [g.l, g.t, g.r, g.b]
+    };
+    let lines = layout
+        .lines
+        .iter()
+        .map(|l| json!({"text": l.text, "bbox": l.bbox, "bbox_128": grid(&l.bbox)}))
+        .collect();
+    let words = layout
+        .lines
+        .iter()
+        .flat_map(|l| l.text.split_whitespace().map(|w| json!({"text": w})))
+        .collect();
+    let chars = rendering
+        .char_boxes
+        .iter()
+        .map(|c| json!({"char": c.ch.to_string(), "bbox": c.bbox, "bbox_128": grid(&c.bbox), "line": c.line}))
+        .collect();
+    (lines, words, chars)
+}
+
 /// Sample `index` of the corpus.
 fn synthesize(cx: &SynthContext, index: usize, key: &str) -> Outcome {
     let mut rng = Rng::new(cx.config.seed, index as u64);
@@ -262,23 +322,7 @@ fn synthesize(cx: &SynthContext, index: usize, key: &str) -> Outcome {
     let style = *rng.pick(&STYLES);
     let (bg_name, bg) = *rng.pick(&COLOURS);
     let (_, accent) = *rng.pick(&COLOURS);
-    // Text colour: the named colour farthest in luminance from the background, so the text
-    // stays legible whatever the draw.
-    let (text_name, text) = {
-        let candidates: Vec<&(&str, [u8; 3])> = COLOURS
-            .iter()
-            .filter(|(_, c)| (luminance(*c) - luminance(bg)).abs() > 110.0)
-            .collect();
-        if candidates.is_empty() {
-            if luminance(bg) > 128.0 {
-                COLOURS[10]
-            } else {
-                COLOURS[11]
-            }
-        } else {
-            **rng.pick(&candidates)
-        }
-    };
+    let (text_name, text) = text_colour(bg, &mut rng);
     let font = *rng.pick(&cx.fonts);
     let keywords = keywords(&cx.words, &mut rng);
     let plan = match TypographicPlanner::new(cx.renderer).with_font(font).plan(
@@ -316,19 +360,7 @@ fn synthesize(cx: &SynthContext, index: usize, key: &str) -> Outcome {
             p.0 = mix(p.0, text, a);
         }
     }
-    let encoded = png(image.as_raw(), side, side, image::ExtendedColorType::Rgb8).and_then(|i| {
-        let m = &rendering.glyph_mask;
-        Ok((
-            i,
-            png(
-                m.as_raw(),
-                m.width(),
-                m.height(),
-                image::ExtendedColorType::L8,
-            )?,
-        ))
-    });
-    let (image_bytes, mask_png) = match encoded {
+    let (image_bytes, mask_png) = match encode_pngs(&image, &rendering.glyph_mask) {
         Ok(x) => x,
         Err(e) => {
             return Outcome::Error {
@@ -338,25 +370,7 @@ fn synthesize(cx: &SynthContext, index: usize, key: &str) -> Outcome {
         }
     };
     let caption = caption(bg_name, style, &keywords);
-    let grid = |b: &BBox| {
-        let g = b.to_grid(side, side);
-        [g.l, g.t, g.r, g.b]
-    };
-    let lines: Vec<Value> = layout
-        .lines
-        .iter()
-        .map(|l| json!({"text": l.text, "bbox": l.bbox, "bbox_128": grid(&l.bbox)}))
-        .collect();
-    let words: Vec<Value> = layout
-        .lines
-        .iter()
-        .flat_map(|l| l.text.split_whitespace().map(|w| json!({"text": w})))
-        .collect();
-    let chars: Vec<Value> = rendering
-        .char_boxes
-        .iter()
-        .map(|c| json!({"char": c.ch.to_string(), "bbox": c.bbox, "bbox_128": grid(&c.bbox), "line": c.line}))
-        .collect();
+    let (lines, words, chars) = annotations(&layout, &rendering, side);
     let json = json!({
         "key": key,
         "source": format!("synth:{}:{index}", cx.config.seed),
@@ -401,13 +415,14 @@ pub fn synth(
     progress: &dyn BuildProgress,
 ) -> Result<SynthReport, DatasetError> {
     if config.shard_size == 0 || config.n == 0 {
-        return Err(DatasetError::Config(
-            "--n and --shard-size must be at least 1".into(),
-        ));
+        return Err(DatasetError::Config(format!(
+            "sample count {} and shard size {}: both must be at least 1",
+            config.n, config.shard_size
+        )));
     }
     if !(256..=2048).contains(&config.size) {
         return Err(DatasetError::Config(format!(
-            "--size {} is outside 256..=2048 (the typographic planner's canvas range)",
+            "image size {} is outside 256..=2048 (the typographic planner's canvas range)",
             config.size
         )));
     }
