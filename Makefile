@@ -2,7 +2,7 @@
 # (idempotent; seconds when everything is already there).
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench bench-unet bench-pipeline fixtures embedded-init fuzz-api
+.PHONY: setup demo test lint bench bench-unet bench-pipeline bench-load fixtures embedded-init fuzz-api
 
 setup:
 	@scripts/setup
@@ -65,3 +65,10 @@ bench-pipeline:
 	@scripts/setup --oracle
 	$(CARGO) build --release --quiet
 	target/release/letterpress bench pipeline
+
+# A cold load of the SD 1.5 ControlNet pipeline (random weights, written once under target/)
+# against diffusers' from_pretrained, each load in a fresh process.
+bench-load:
+	@scripts/setup --oracle
+	$(CARGO) build --release --quiet
+	target/release/letterpress bench load

@@ -11,6 +11,8 @@ use clap::Args;
 use letterpress_ocr::dataset::{self, BuildConfig, NoProgress};
 use letterpress_render::Renderer;
 
+use crate::bench_support::{bench_layouts, default_python};
+
 /// Folder of the committed real images with text.
 const REAL_IMAGES: &str = "ocr/tests/real";
 
@@ -43,7 +45,7 @@ fn prepare_images(dir: &Path, n: usize) -> Result<usize> {
     for p in &real {
         std::fs::copy(p, dir.join(p.file_name().context("file name")?))?;
     }
-    let layouts = crate::bench::bench_layouts();
+    let layouts = bench_layouts();
     let renderer = Renderer::with_default_font()?;
     for i in 0..n - real.len() {
         let mask = renderer.render(&layouts[i % layouts.len()])?.inverse();
@@ -67,10 +69,7 @@ pub fn run(args: OcrBenchArgs) -> Result<()> {
         args.jobs,
         args.rounds
     );
-    let python = args
-        .python
-        .clone()
-        .unwrap_or_else(crate::bench::default_python);
+    let python = args.python.clone().unwrap_or_else(default_python);
     let (mut ours, mut theirs) = (f64::INFINITY, f64::INFINITY);
     for round in 0..args.rounds {
         let mut config = BuildConfig::new(&images, work.join(format!("out-{round}")));

@@ -25,7 +25,7 @@ use letterpress_layout::{BBox, Layout, TextLine};
 use letterpress_render::Renderer;
 
 use crate::bench_reference::Reference;
-use crate::bench_unet::{median, peak_rss_mb};
+use crate::bench_support::{default_python, median, peak_rss_mb};
 
 #[derive(Args)]
 pub struct PipelineBenchArgs {
@@ -123,10 +123,7 @@ pub fn run(args: PipelineBenchArgs) -> Result<()> {
         .with_context(|| format!("writing {}", control_path.display()))?;
 
     // diffusers builds first, alone, then waits while we build.
-    let python = args
-        .python
-        .clone()
-        .unwrap_or_else(crate::bench::default_python);
+    let python = args.python.clone().unwrap_or_else(default_python);
     let (mut reference, their_build_s) = Reference::start(
         &python,
         "tools/bench_pipeline_diffusers.py",

@@ -18,6 +18,7 @@ use letterpress_diffusion::{
 };
 
 use crate::bench_reference::Reference;
+use crate::bench_support::{default_python, median, peak_rss_mb};
 
 #[derive(Args)]
 pub struct UnetBenchArgs {
@@ -35,32 +36,6 @@ pub struct UnetBenchArgs {
 
 const BATCH: i64 = 2;
 
-pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    }
-}
-
-/// Peak resident set size of this process (Linux `VmHWM`), in MB.
-pub(crate) fn peak_rss_mb() -> Result<f64> {
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .context("no VmHWM in /proc/self/status")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .context("parsing VmHWM")?;
-    Ok(kb / 1024.0)
-}
-
 pub fn run(args: UnetBenchArgs) -> Result<()> {
     if args.runs == 0 || args.latent < 8 || args.latent % 8 != 0 {
         bail!("--runs must be at least 1 and --latent a multiple of 8 (at least 8)");
@@ -72,7 +47,7 @@ pub fn run(args: UnetBenchArgs) -> Result<()> {
         args.runs
     );
     // diffusers builds first, alone, then waits while we build.
-    let python = args.python.unwrap_or_else(crate::bench::default_python);
+    let python = args.python.unwrap_or_else(default_python);
     let (mut reference, their_build_s) = Reference::start(
         &python,
         "tools/bench_unet_diffusers.py",

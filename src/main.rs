@@ -1,9 +1,13 @@
 //! `letterpress`: the command-line front end. It parses arguments and calls the library crates.
 
 mod bench;
+mod bench_layout;
+mod bench_load;
 mod bench_ocr;
 mod bench_pipeline;
 mod bench_reference;
+mod bench_render;
+mod bench_support;
 mod bench_unet;
 mod dataset_cmd;
 mod device;
@@ -65,7 +69,11 @@ fn runs_torch(command: &Command) -> bool {
             | Command::Poster(_)
             | Command::Serve(_)
             | Command::Train(_)
-            | Command::Bench(bench::BenchCommand::Unet(_) | bench::BenchCommand::Pipeline(_))
+            | Command::Bench(
+                bench::BenchCommand::Unet(_)
+                    | bench::BenchCommand::Pipeline(_)
+                    | bench::BenchCommand::Load(_)
+            )
     )
 }
 

@@ -53,6 +53,10 @@ pub enum Error {
         mismatched: Vec<String>,
     },
 
+    /// A safetensors file whose header does not describe its data.
+    #[error("invalid safetensors file {path}: {message}")]
+    Safetensors { path: PathBuf, message: String },
+
     #[error("{what}: {message}")]
     Shape { what: &'static str, message: String },
 

@@ -1,31 +1,70 @@
 //! The few torch.nn layers the models are built of, with fallible forwards (tch's `nn` modules
 //! panic on a bad shape). Parameter names follow torch.nn (`weight`, `bias`), so a layer created
 //! under `nn::Path` "conv_in" owns the safetensors keys `conv_in.weight` and `conv_in.bias`.
+//!
+//! Every variable of every model is created here, in the [`Init`] mode of the build: random
+//! values for training from scratch, or memory left unwritten for a model whose weights come
+//! from a file.
+
+use std::cell::Cell;
 
 use tch::{Kind, Tensor, nn};
 
 use crate::error::Result;
+use crate::weights::Init;
+
+thread_local! {
+    /// The [`Init`] of the model being built on this thread. A thread-local rather than an
+    /// argument, which every layer constructor (about a hundred calls) would have to pass on;
+    /// only [`with_init`] sets it, for the length of one build.
+    static INIT: Cell<Init> = const { Cell::new(Init::Random) };
+}
+
+/// Runs `build` with its variables initialised as `init` says; the previous mode comes back on
+/// return and on unwinding.
+pub(crate) fn with_init<T>(init: Init, build: impl FnOnce() -> T) -> T {
+    struct Restore(Init);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            INIT.with(|mode| mode.set(self.0));
+        }
+    }
+    let _restore = Restore(INIT.with(|mode| mode.replace(init)));
+    build()
+}
+
+/// Creates the trainable variable `name` of `p`: with `init`'s values, or allocated without
+/// being written while an [`Init::Empty`] build runs (no draw, no fill: the loader replaces it).
+fn variable(p: &nn::Path, name: &str, dims: &[i64], init: nn::Init) -> Result<Tensor> {
+    if INIT.with(Cell::get) == Init::Empty {
+        let empty = Tensor::f_empty(dims, (p.kind(), p.device()))?;
+        return Ok(p.add(name, empty, true));
+    }
+    // A draw uses torch's global generator: not between a seeded draw's seed and its noise.
+    let draws = matches!(init, nn::Init::Uniform { .. } | nn::Init::Randn { .. });
+    let _generator = draws.then(crate::global_generator);
+    Ok(p.f_var(name, dims, init)?)
+}
 
 fn weight(p: &nn::Path, dims: &[i64]) -> Result<Tensor> {
     // torch.nn's default for Linear and Conv2d (kaiming_uniform_ with a=sqrt(5)) is
-    // U(-1/sqrt(fan_in), 1/sqrt(fan_in)); only a randomly initialised model (the benchmark)
-    // keeps these values, loading overwrites every variable.
+    // U(-1/sqrt(fan_in), 1/sqrt(fan_in)); only a randomly initialised model (the benchmark,
+    // training from scratch) keeps these values.
     let fan_in: i64 = dims.iter().skip(1).product();
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    // The draw uses torch's global generator: not between a seeded draw's seed and its noise.
-    let _generator = crate::global_generator();
-    Ok(p.f_var(
+    variable(
+        p,
         "weight",
         dims,
         nn::Init::Uniform {
             lo: -bound,
             up: bound,
         },
-    )?)
+    )
 }
 
 fn bias(p: &nn::Path, dim: i64) -> Result<Tensor> {
-    Ok(p.f_var("bias", &[dim], nn::Init::Const(0.))?)
+    variable(p, "bias", &[dim], nn::Init::Const(0.))
 }
 
 /// torch.nn.Conv2d with square kernel, stride and padding.
@@ -155,11 +194,15 @@ impl GroupNorm {
         if groups <= 0 || channels % groups != 0 {
             return Err(crate::error::Error::Shape {
                 what: "GroupNorm",
-                message: format!("{channels} channels at {p:?} do not split into {groups} groups"),
+                // The path's name, not its Debug form, which prints the store's variables.
+                message: format!(
+                    "{channels} channels at {} do not split into {groups} groups",
+                    p.components().collect::<Vec<_>>().join(".")
+                ),
             });
         }
         Ok(Self {
-            weight: p.f_var("weight", &[channels], nn::Init::Const(1.))?,
+            weight: variable(&p, "weight", &[channels], nn::Init::Const(1.))?,
             bias: bias(&p, channels)?,
             groups,
             eps,
@@ -189,7 +232,7 @@ pub(crate) struct LayerNorm {
 impl LayerNorm {
     pub(crate) fn new(p: nn::Path, dim: i64, eps: f64) -> Result<Self> {
         Ok(Self {
-            weight: p.f_var("weight", &[dim], nn::Init::Const(1.))?,
+            weight: variable(&p, "weight", &[dim], nn::Init::Const(1.))?,
             bias: bias(&p, dim)?,
             dim,
             eps,
@@ -216,17 +259,12 @@ pub(crate) struct Embedding {
 
 impl Embedding {
     pub(crate) fn new(p: nn::Path, num: i64, dim: i64) -> Result<Self> {
-        // A draw from torch's global generator, as in `weight`.
-        let _generator = crate::global_generator();
+        let init = nn::Init::Randn {
+            mean: 0.,
+            stdev: 0.02,
+        };
         Ok(Self {
-            weight: p.f_var(
-                "weight",
-                &[num, dim],
-                nn::Init::Randn {
-                    mean: 0.,
-                    stdev: 0.02,
-                },
-            )?,
+            weight: variable(&p, "weight", &[num, dim], init)?,
             num,
         })
     }

@@ -25,6 +25,7 @@ mod controlnet;
 mod embeddings;
 mod error;
 mod layers;
+mod mapped;
 pub mod pipelines;
 mod resnet;
 pub mod schedulers;
@@ -50,15 +51,15 @@ pub use unet_2d::{
 };
 pub use vae::{AutoencoderKL, AutoencoderKLConfig, LatentDistribution};
 pub use weights::{
-    FromPretrained, LoadOptions, Loaded, PipelineFolder, build_random, default_kind, fill,
-    find_weights, load, load_with_config, read_json,
+    FromPretrained, Init, LoadOptions, Loaded, PipelineFolder, build_random, build_with,
+    default_kind, fill, find_weights, load, load_with_config, read_json,
 };
 
 /// tch exposes only torch's process-wide generator. Every seed-and-draw sequence that must be
 /// reproducible (`pipelines::noise::seeded_draws`), and every other draw the library makes
-/// while a generation may run in another thread (a model's random initial values, drawn while
-/// it is built for loading), holds this one lock, so none lands between another's
-/// `manual_seed` and its draws.
+/// while a generation may run in another thread (the random initial values of a model built
+/// with `Init::Random`), holds this one lock, so none lands between another's `manual_seed` and
+/// its draws. Loading draws nothing, so it never waits here.
 pub(crate) fn global_generator() -> std::sync::MutexGuard<'static, ()> {
     static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
     GENERATOR.lock().unwrap_or_else(|e| e.into_inner())

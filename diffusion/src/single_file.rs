@@ -18,16 +18,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
-use tch::{Tensor, nn};
+use tch::Tensor;
 
 use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::controlnet::{ControlNetConfig, ControlNetModel};
-use crate::error::{Error, Result, TorchContext, config_err};
+use crate::error::{Error, Result, config_err};
 use crate::schedulers::{PredictionType, SchedulerConfig};
 use crate::unet_2d::{UNet2DConditionConfig, UNet2DConditionModel};
 use crate::vae::{AutoencoderKL, AutoencoderKLConfig};
 use crate::weights::{
-    FromPretrained, LoadOptions, Loaded, PipelineFolder, fill_tensors, read_json, refuse_pickle,
+    FromPretrained, LoadOptions, Loaded, PipelineFolder, load_tensors, read_json, refuse_pickle,
 };
 
 const UNET_PREFIX: &str = "model.diffusion_model.";
@@ -75,7 +75,8 @@ impl std::fmt::Debug for SingleFile {
 }
 
 impl SingleFile {
-    /// Reads every tensor of `path` (a `.safetensors` file; pickles are refused).
+    /// Maps every tensor of `path` (a `.safetensors` file; pickles are refused): nothing is
+    /// copied, the models loaded from it take over views of the mapping.
     pub fn open(path: &Path) -> Result<Self> {
         refuse_pickle(path)?;
         if !path.is_file() {
@@ -84,10 +85,7 @@ impl SingleFile {
                 expected: "a .safetensors checkpoint file".into(),
             });
         }
-        let tensors = Tensor::read_safetensors(path)
-            .ctx(format!("reading {}", path.display()))?
-            .into_iter()
-            .collect();
+        let tensors = crate::mapped::read(path)?.into_iter().collect();
         Ok(Self {
             path: path.to_path_buf(),
             tensors,
@@ -818,24 +816,6 @@ fn map_open_clip_key(
         .map_or_else(|| Err(format!("unexpected OpenCLIP key {key}")), one)
 }
 
-/// Builds `M` from `config` and fills it from already-renamed tensors.
-fn load_state<M: FromPretrained>(
-    config: &M::Config,
-    state: HashMap<String, Tensor>,
-    source: &Path,
-    options: &LoadOptions,
-) -> Result<Loaded<M>> {
-    let mut var_store = nn::VarStore::new(options.device);
-    let model = M::build(var_store.root(), config)?;
-    fill_tensors(&var_store, state, source)?;
-    let kind = options.kind();
-    if kind != tch::Kind::Float {
-        var_store.set_kind(kind);
-    }
-    var_store.freeze();
-    Ok(Loaded { model, var_store })
-}
-
 /// A component config from the options' folder when it has one, else `infer`.
 fn config_or<C: serde::de::DeserializeOwned>(
     options: &SingleFileOptions,
@@ -904,9 +884,9 @@ pub fn load_stable_diffusion(
     })?;
     let text_state = file.text_encoder_state(text_config.num_hidden_layers)?;
     Ok(StableDiffusionModels {
-        unet: load_state(&unet_config, file.unet_state()?, path, &options.load)?,
-        vae: load_state(&vae_config, file.vae_state()?, path, &options.load)?,
-        text_encoder: load_state(&text_config, text_state, path, &options.load)?,
+        unet: load_tensors(&unet_config, file.unet_state()?, path, &options.load)?,
+        vae: load_tensors(&vae_config, file.vae_state()?, path, &options.load)?,
+        text_encoder: load_tensors(&text_config, text_state, path, &options.load)?,
         scheduler,
         version: Some(file.version()?),
     })
@@ -937,7 +917,7 @@ pub fn load_controlnet(
             None => file.infer_controlnet_config(options),
         },
     )?;
-    load_state(&config, file.controlnet_state()?, path, &options.load)
+    load_tensors(&config, file.controlnet_state()?, path, &options.load)
 }
 
 #[cfg(test)]

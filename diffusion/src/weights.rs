@@ -2,6 +2,12 @@
 //! (`.safetensors`, `.fp16` variants), key renames (transformers' `text_model.` prefix, the legacy
 //! VAE attention names), the dtype policy, and an error that lists missing and unexpected keys.
 //! Pickled checkpoints (`.bin`, `.ckpt`, `.pt`, `.pth`) are refused, never unpickled.
+//!
+//! A load is lean: the model is built with [`Init::Empty`] (allocated, no random draw and no
+//! fill), the file is memory-mapped once (mapped.rs), and after the key check has proven that the
+//! file has a value for every variable, each variable takes over its tensor from the mapping,
+//! cast to the load's dtype where the file's differs. The values are those a copy into fp32
+//! variables followed by a cast of the store gives, which is what loading did before.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -51,6 +57,19 @@ impl LoadOptions {
     }
 }
 
+/// How a model build gives its variables their first values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Init {
+    /// torch.nn's default initialisation, drawn from torch's global generator: for models
+    /// trained from scratch and benchmarks.
+    #[default]
+    Random,
+    /// Allocated, never written, nothing drawn: for a model whose every variable is then given
+    /// its value from a file. The loaders prove that none is left out (a variable the file has
+    /// no value for is a missing-key error), so no unwritten memory is ever read.
+    Empty,
+}
+
 /// A model that is built from a diffusers/transformers `config.json` and filled from a
 /// safetensors file in the same folder.
 pub trait FromPretrained: Sized {
@@ -58,7 +77,8 @@ pub trait FromPretrained: Sized {
     /// File stem of the weights: `diffusion_pytorch_model` (diffusers) or `model` (transformers).
     const WEIGHTS_STEM: &'static str;
 
-    /// Builds the model with fresh (random) variables under `p`.
+    /// Builds the model with its variables under `p`, initialised as the build's [`Init`] says
+    /// ([`Init::Random`] unless called through [`build_with`]).
     fn build(p: nn::Path, config: &Self::Config) -> Result<Self>;
 
     /// Maps a key of the file to the variable name, or `None` for a key that is known to carry
@@ -95,14 +115,20 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-/// Builds `M` from `dir/config.json` with random weights (for benchmarks and tests).
+/// Builds `M` under `p` with its variables initialised as `init` says.
+pub fn build_with<M: FromPretrained>(p: nn::Path, config: &M::Config, init: Init) -> Result<M> {
+    crate::layers::with_init(init, || M::build(p, config))
+}
+
+/// Builds `M` from `config` with random weights (for benchmarks, tests and training from
+/// scratch): fp32 draws, then cast to `kind`.
 pub fn build_random<M: FromPretrained>(
     config: &M::Config,
     device: Device,
     kind: Kind,
 ) -> Result<Loaded<M>> {
     let mut var_store = nn::VarStore::new(device);
-    let model = M::build(var_store.root(), config)?;
+    let model = build_with::<M>(var_store.root(), config, Init::Random)?;
     if kind != Kind::Float {
         var_store.set_kind(kind);
     }
@@ -123,13 +149,23 @@ pub fn load_with_config<M: FromPretrained>(
     options: &LoadOptions,
 ) -> Result<Loaded<M>> {
     let file = find_weights(dir, M::WEIGHTS_STEM, options.variant.as_deref())?;
+    let tensors = read_renamed(&file, M::rename_key)?;
+    load_tensors(config, tensors, &file, options)
+}
+
+/// Builds `M` from `config` without initial values and gives every variable its tensor of
+/// `by_name` (already read and renamed; `source` names the file in errors).
+pub(crate) fn load_tensors<M: FromPretrained>(
+    config: &M::Config,
+    by_name: HashMap<String, Tensor>,
+    source: &Path,
+    options: &LoadOptions,
+) -> Result<Loaded<M>> {
     let mut var_store = nn::VarStore::new(options.device);
-    let model = M::build(var_store.root(), config)?;
-    fill(&var_store, &file, M::rename_key)?;
-    let kind = options.kind();
-    if kind != Kind::Float {
-        var_store.set_kind(kind);
-    }
+    // The store is empty: this only sets the dtype its variables are allocated in.
+    var_store.set_kind(options.kind());
+    let model = build_with::<M>(var_store.root(), config, Init::Empty)?;
+    fill_tensors(&var_store, by_name, source, Fill::Adopt)?;
     var_store.freeze();
     Ok(Loaded { model, var_store })
 }
@@ -291,6 +327,16 @@ pub fn fill(
     file: &Path,
     rename: impl Fn(&str) -> Option<String>,
 ) -> Result<()> {
+    let by_name = read_renamed(file, rename)?;
+    fill_tensors(var_store, by_name, file, Fill::Copy)
+}
+
+/// The tensors of `file` (or of every shard of a `*.safetensors.index.json`), each file mapped
+/// once, under the names `rename` gives them (keys it maps to `None` are left out).
+fn read_renamed(
+    file: &Path,
+    rename: impl Fn(&str) -> Option<String>,
+) -> Result<HashMap<String, Tensor>> {
     refuse_pickle(file)?;
     let is_index = file.to_string_lossy().ends_with(".index.json");
     let files = if is_index {
@@ -298,24 +344,36 @@ pub fn fill(
     } else {
         vec![file.to_path_buf()]
     };
-    let mut by_name: HashMap<String, Tensor> = HashMap::new();
+    let mut by_name = HashMap::new();
     for f in &files {
-        let tensors = Tensor::read_safetensors(f).ctx(format!("reading {}", f.display()))?;
-        for (key, tensor) in tensors {
+        for (key, tensor) in crate::mapped::read(f)? {
             if let Some(name) = rename(&key) {
                 by_name.insert(name, tensor);
             }
         }
     }
-    fill_tensors(var_store, by_name, file)
+    Ok(by_name)
 }
 
-/// As [`fill`], from tensors already read and renamed (single-file checkpoints); `source` names
-/// the file in errors.
+/// How [`fill_tensors`] gives a variable its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// Copy into the variable's own memory: for variables others may already share (a
+    /// training run resuming into its models).
+    Copy,
+    /// The variable takes over the file's tensor, cast to its dtype and device where they
+    /// differ (a view of the mapping where not): for a model just built with [`Init::Empty`].
+    Adopt,
+}
+
+/// Gives every variable of `var_store` its tensor of `by_name` (read and renamed; `source`
+/// names the file in errors), after checking that the key sets and shapes agree: nothing is
+/// written unless every variable has a value.
 pub(crate) fn fill_tensors(
     var_store: &nn::VarStore,
     by_name: HashMap<String, Tensor>,
     source: &Path,
+    how: Fill,
 ) -> Result<()> {
     let file = source;
     let variables: BTreeMap<String, Tensor> = var_store.variables().into_iter().collect();
@@ -356,13 +414,36 @@ pub(crate) fn fill_tensors(
             mismatched,
         });
     }
+    let context = || format!("copying weights from {}", file.display());
     tch::no_grad(|| -> Result<()> {
         for (mut var, src) in sources {
-            var.f_copy_(&src)
-                .ctx(format!("copying weights from {}", file.display()))?;
+            match how {
+                Fill::Copy => {
+                    var.f_copy_(&src).ctx(context())?;
+                }
+                Fill::Adopt => {
+                    let value = cast_like_copy(&src, var.kind(), var.device()).ctx(context())?;
+                    var.f_set_data(&value).ctx(context())?;
+                }
+            }
         }
         Ok(())
     })
+}
+
+/// `src` with the values a variable of `kind` on `device` ends up with when `src` is copied
+/// into an fp32 variable that is then cast to `kind` (how loading worked before variables
+/// adopted their tensors). The fp32 step is skipped where it changes nothing: fp16, bf16 and
+/// fp32 values survive it exactly, so such a tensor already of `kind` is used as it is.
+fn cast_like_copy(src: &Tensor, kind: Kind, device: Device) -> Result<Tensor, tch::TchError> {
+    let src = src.f_to_device(device)?;
+    let exact_in_fp32 = matches!(src.kind(), Kind::Float | Kind::Half | Kind::BFloat16);
+    let value = if src.kind() == kind && exact_in_fp32 {
+        src
+    } else {
+        src.f_to_kind(Kind::Float)?.f_to_kind(kind)?
+    };
+    value.f_contiguous()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::clip::{ClipTextConfig, ClipTextModel};
 use crate::controlnet::{ControlNetConfig, ControlNetModel};
 use crate::error::{Error, Result, TorchContext};
 use crate::unet_2d::UNet2DConditionModel;
-use crate::weights::{FromPretrained, Loaded};
+use crate::weights::{FromPretrained, Init, Loaded, build_with};
 
 /// Prefixes of the variables `from_unet` zeroes.
 const ZEROED: [&str; 3] = [
@@ -154,7 +154,8 @@ pub fn resize_token_embeddings(
     let mut config = old_config.clone();
     config.vocab_size = vocab_size;
     let var_store = nn::VarStore::new(device);
-    let model = ClipTextModel::build(var_store.root(), &config)?;
+    // Every variable is written below (a missing one is an error), so nothing is drawn.
+    let model = build_with::<ClipTextModel>(var_store.root(), &config, Init::Empty)?;
     let old = text_encoder.var_store.variables();
     tch::no_grad(|| -> Result<()> {
         for (name, mut var) in var_store.variables() {
