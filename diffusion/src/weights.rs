@@ -1,4 +1,5 @@
-//! Weight loading, in one place (docs/architecture.md, "Where each format lives"): the diffusers folder layout, file selection
+//! Weight loading, in one place (docs/architecture.md, "Where each format lives"): the
+//! diffusers folder layout, file selection
 //! (`.safetensors`, `.fp16` variants), key renames (transformers' `text_model.` prefix, the legacy
 //! VAE attention names), the dtype policy, and an error that lists missing and unexpected keys.
 //! Pickled checkpoints (`.bin`, `.ckpt`, `.pt`, `.pth`) are refused, never unpickled.
