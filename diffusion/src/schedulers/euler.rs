@@ -76,8 +76,25 @@ impl SigmaSchedule {
         Ok(i)
     }
 
-    /// σ for `add_noise`: from the timestep, or the begin / current index once set.
-    pub(crate) fn sigma_for_add_noise(&self, name: &'static str, timestep: f64) -> Result<f32> {
+    /// The forward process of the sigma schedulers: `original + noise × σ`, with σ from the
+    /// timestep, or the begin / current index once set.
+    pub(crate) fn add_noise(
+        &self,
+        name: &'static str,
+        original: &Tensor,
+        noise: &Tensor,
+        timestep: f64,
+    ) -> Result<Tensor> {
+        require_same_shape(
+            name,
+            ("the original sample", original),
+            ("the noise", noise),
+        )?;
+        let sigma = self.sigma_for_add_noise(name, timestep)?;
+        Ok(original + noise * sigma as f64)
+    }
+
+    fn sigma_for_add_noise(&self, name: &'static str, timestep: f64) -> Result<f32> {
         let index = match (self.begin_index, self.step_index) {
             (None, _) => require_index(name, &self.timesteps, timestep)?,
             (Some(_), Some(i)) => i,
@@ -258,13 +275,7 @@ impl Scheduler for EulerDiscreteScheduler {
     }
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        require_same_shape(
-            NAME,
-            ("the original sample", original),
-            ("the noise", noise),
-        )?;
-        let sigma = self.schedule.sigma_for_add_noise(NAME, timestep)?;
-        Ok(original + noise * sigma as f64)
+        self.schedule.add_noise(NAME, original, noise, timestep)
     }
 
     fn name(&self) -> &'static str {

@@ -105,13 +105,7 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
     }
 
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timestep: f64) -> Result<Tensor> {
-        require_same_shape(
-            NAME,
-            ("the original sample", original),
-            ("the noise", noise),
-        )?;
-        let sigma = self.schedule.sigma_for_add_noise(NAME, timestep)?;
-        Ok(original + noise * sigma as f64)
+        self.schedule.add_noise(NAME, original, noise, timestep)
     }
 
     fn name(&self) -> &'static str {
