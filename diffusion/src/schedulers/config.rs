@@ -369,11 +369,7 @@ pub(crate) fn add_noise_alpha(
     noise: &Tensor,
     timestep: f64,
 ) -> Result<Tensor> {
-    super::require_same_shape(
-        name,
-        ("the original sample", original),
-        ("the noise", noise),
-    )?;
+    super::require_noise_shape(name, original, noise)?;
     let a = alpha_at(name, alphas_cumprod, timestep)?;
     let (sqrt_a, sqrt_1ma) = match original.kind() {
         Kind::Half | Kind::BFloat16 => {

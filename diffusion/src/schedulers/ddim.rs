@@ -7,7 +7,7 @@ use super::config::{
     ClassDefaults, Common, SchedulerConfig, TimestepSpacing, add_noise_alpha, alpha_at,
     discrete_timesteps, predict_original_sample,
 };
-use super::{NoiseSource, Scheduler, check_steps, require_same_shape, scheduler_err};
+use super::{NoiseSource, Scheduler, check_steps, require_output_shape, scheduler_err};
 use crate::error::Result;
 
 const NAME: &str = "DDIMScheduler";
@@ -78,11 +78,7 @@ impl Scheduler for DdimScheduler {
                 "set_timesteps must be called before the first step",
             ));
         }
-        require_same_shape(
-            NAME,
-            ("the model output", model_output),
-            ("the sample", sample),
-        )?;
+        require_output_shape(NAME, model_output, sample)?;
         // diffusers steps back by T / steps whatever the spacing.
         let stride = (self.common.num_train_timesteps / self.num_inference_steps) as f64;
         let prev_timestep = timestep - stride;

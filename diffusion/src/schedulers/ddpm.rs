@@ -8,7 +8,7 @@ use super::config::{
     discrete_timesteps, predict_original_sample,
 };
 use super::{
-    NoiseSource, Scheduler, check_steps, require_same_shape, require_schedule, torch_f32,
+    NoiseSource, Scheduler, check_steps, require_output_shape, require_schedule, torch_f32,
     unknown_timestep,
 };
 use crate::error::{Result, config_err};
@@ -99,11 +99,7 @@ impl Scheduler for DdpmScheduler {
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
-        require_same_shape(
-            NAME,
-            ("the model output", model_output),
-            ("the sample", sample),
-        )?;
+        require_output_shape(NAME, model_output, sample)?;
         let prev_t = self.previous_timestep(timestep)?;
         let alpha_prod_t = alpha_at(NAME, &self.common.alphas_cumprod, timestep)?;
         let alpha_prod_t_prev = if prev_t >= 0.0 {

@@ -10,8 +10,8 @@ use super::sigmas::{
     alpha_sigma_t, karras_sigmas, multistep_timesteps, np_interp, sigma_to_t, train_sigmas,
 };
 use super::{
-    NoiseSource, Scheduler, check_steps, index_for_timestep, require_same_shape, require_schedule,
-    require_step, torch_f32,
+    NoiseSource, Scheduler, check_steps, index_for_timestep, require_noise_shape,
+    require_output_shape, require_schedule, require_step, torch_f32,
 };
 use crate::error::{Result, config_err};
 
@@ -146,11 +146,7 @@ impl Multistep {
         sample: &Tensor,
     ) -> Result<()> {
         require_schedule(name, &self.timesteps)?;
-        require_same_shape(
-            name,
-            ("the model output", model_output),
-            ("the sample", sample),
-        )
+        require_output_shape(name, model_output, sample)
     }
 
     /// diffusers' multistep `index_for_timestep`: an unknown timestep means the last step.
@@ -191,11 +187,7 @@ impl Multistep {
         timestep: f64,
     ) -> Result<Tensor> {
         require_schedule(name, &self.timesteps)?;
-        require_same_shape(
-            name,
-            ("the original sample", original),
-            ("the noise", noise),
-        )?;
+        require_noise_shape(name, original, noise)?;
         let index = match (self.begin_index, self.step_index) {
             (None, _) => self.index_or_last(timestep),
             (Some(_), Some(i)) => i,

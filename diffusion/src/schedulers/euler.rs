@@ -5,7 +5,10 @@ use tch::{Kind, Tensor};
 
 use super::config::{ClassDefaults, Common, PredictionType, SchedulerConfig, TimestepSpacing};
 use super::sigmas::{euler_timesteps, karras_sigmas, np_interp, sigma_to_t, train_sigmas};
-use super::{NoiseSource, Scheduler, check_steps, require_index, require_same_shape, require_step};
+use super::{
+    NoiseSource, Scheduler, check_steps, require_index, require_noise_shape, require_output_shape,
+    require_step,
+};
 use crate::error::{Result, config_err};
 
 const NAME: &str = "EulerDiscreteScheduler";
@@ -85,11 +88,7 @@ impl SigmaSchedule {
         noise: &Tensor,
         timestep: f64,
     ) -> Result<Tensor> {
-        require_same_shape(
-            name,
-            ("the original sample", original),
-            ("the noise", noise),
-        )?;
+        require_noise_shape(name, original, noise)?;
         let sigma = self.sigma_for_add_noise(name, timestep)?;
         Ok(original + noise * sigma as f64)
     }
@@ -256,11 +255,7 @@ impl Scheduler for EulerDiscreteScheduler {
         sample: &Tensor,
         _noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
-        require_same_shape(
-            NAME,
-            ("the model output", model_output),
-            ("the sample", sample),
-        )?;
+        require_output_shape(NAME, model_output, sample)?;
         let s = &mut self.schedule;
         let i = s.step_index(NAME, timestep)?;
         let sample = sample.to_kind(Kind::Float);

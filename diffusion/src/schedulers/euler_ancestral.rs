@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 use super::config::{ClassDefaults, PredictionType, SchedulerConfig, TimestepSpacing};
 use super::euler::SigmaSchedule;
 use super::sigmas::euler_timesteps;
-use super::{NoiseSource, Scheduler, check_steps, require_same_shape};
+use super::{NoiseSource, Scheduler, check_steps, require_output_shape};
 use crate::error::{Result, config_err};
 
 const NAME: &str = "EulerAncestralDiscreteScheduler";
@@ -76,11 +76,7 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
-        require_same_shape(
-            NAME,
-            ("the model output", model_output),
-            ("the sample", sample),
-        )?;
+        require_output_shape(NAME, model_output, sample)?;
         let s = &mut self.schedule;
         let i = s.step_index(NAME, timestep)?;
         let sigma = s.sigmas[i];

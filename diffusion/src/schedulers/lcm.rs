@@ -9,7 +9,7 @@ use super::config::{
     np_linspace_open, predict_original_sample,
 };
 use super::{
-    BetaSchedule, NoiseSource, Scheduler, check_steps, require_index, require_same_shape,
+    BetaSchedule, NoiseSource, Scheduler, check_steps, require_index, require_output_shape,
     require_step,
 };
 use crate::error::{Result, config_err};
@@ -119,11 +119,7 @@ impl Scheduler for LcmScheduler {
         sample: &Tensor,
         noise: &mut dyn NoiseSource,
     ) -> Result<Tensor> {
-        require_same_shape(
-            NAME,
-            ("the model output", model_output),
-            ("the sample", sample),
-        )?;
+        require_output_shape(NAME, model_output, sample)?;
         let i = match (self.step_index, self.begin_index) {
             (Some(i), _) => i,
             (None, Some(b)) => b,

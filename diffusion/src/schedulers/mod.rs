@@ -304,9 +304,34 @@ pub(crate) fn require_step(name: &'static str, index: usize, steps: usize) -> Re
     Ok(())
 }
 
-/// Errors unless `a` and `b` (model output and sample, or sample and noise) have one shape:
-/// the step's arithmetic is elementwise.
-pub(crate) fn require_same_shape(
+/// Errors unless a step's model output has the sample's shape.
+pub(crate) fn require_output_shape(
+    name: &'static str,
+    model_output: &Tensor,
+    sample: &Tensor,
+) -> Result<()> {
+    require_same_shape(
+        name,
+        ("the model output", model_output),
+        ("the sample", sample),
+    )
+}
+
+/// Errors unless `add_noise`'s noise has the original sample's shape.
+pub(crate) fn require_noise_shape(
+    name: &'static str,
+    original: &Tensor,
+    noise: &Tensor,
+) -> Result<()> {
+    require_same_shape(
+        name,
+        ("the original sample", original),
+        ("the noise", noise),
+    )
+}
+
+/// Errors unless `a` and `b` have one shape: the step's arithmetic is elementwise.
+fn require_same_shape(
     name: &'static str,
     (what_a, a): (&str, &Tensor),
     (what_b, b): (&str, &Tensor),
