@@ -63,10 +63,7 @@ impl DiffusionEngine {
         };
         let poster = letterpress_poster::PosterEngine::load(&source, options, render)?;
         let model = poster.model();
-        let td2_tokens = ["l519", "[a]"]
-            .iter()
-            .all(|t| model.tokenizer.token_to_id(t).is_some());
-        if model.controlnet.is_none() && !td2_tokens {
+        if model.controlnet.is_none() && !letterpress_poster::has_layout_tokens(model) {
             bail!(
                 "{}: neither a ControlNet nor a TextDiffuser-2 tokenizer; the service needs a \
                  model that reads the layout",

@@ -41,4 +41,6 @@ pub use metadata::{PosterMetadata, a1111_parameters, encode_png, read_png_text};
 pub use request::{
     ControlOptions, LayoutTokens, PosterInit, PosterRequest, PosterText, RepaintRegion,
 };
-pub use stages::{PlannedLayout, generation_request, line_mask, output_size, plan_layout};
+pub use stages::{
+    PlannedLayout, generation_request, has_layout_tokens, line_mask, output_size, plan_layout,
+};

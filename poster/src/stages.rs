@@ -72,15 +72,21 @@ pub fn plan_layout(
     }))
 }
 
+/// Whether the model's tokenizer has TextDiffuser-2's layout and character tokens (the last
+/// of each kind stands for all).
+pub fn has_layout_tokens(model: &StableDiffusion) -> bool {
+    ["l519", "[a]"]
+        .iter()
+        .all(|t| model.tokenizer.token_to_id(t).is_some())
+}
+
 /// Whether the model reads TextDiffuser-2's layout tokens for this request.
 fn reads_layout_tokens(
     model: &StableDiffusion,
     wanted: LayoutTokens,
     layout: Option<&Layout>,
 ) -> Result<bool, PosterError> {
-    let has_tokens = ["l519", "[a]"]
-        .iter()
-        .all(|t| model.tokenizer.token_to_id(t).is_some());
+    let has_tokens = has_layout_tokens(model);
     match wanted {
         LayoutTokens::Never => Ok(false),
         LayoutTokens::Auto => Ok(has_tokens && model.controlnet.is_none() && layout.is_some()),
