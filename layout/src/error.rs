@@ -17,6 +17,14 @@ pub enum LayoutError {
         max: usize,
     },
 
+    /// A keyword with nothing to draw: only zero-width, control, private-use or space
+    /// characters. It would be planned as an empty box that rendering refuses.
+    #[error(
+        "keyword {index} ({keyword:?}) has no visible character (only zero-width, control, \
+         private-use or space characters); give text that can be drawn"
+    )]
+    InvisibleKeyword { index: usize, keyword: String },
+
     #[error(
         "canvas {width}x{height} is out of range: sides must be {min}..={max} pixels and the aspect between 1:4 and 4:1"
     )]

@@ -13,6 +13,20 @@ const QUOTE_PAIRS: &[(char, char)] = &[
     ('\u{201E}', '\u{201C}'), // „ “
 ];
 
+/// Whether `c` puts ink on the page: not a control, space, zero-width/format (joiners,
+/// direction marks, the BOM, variation selectors, tags) or private-use character. Fonts draw
+/// those as nothing or as a missing-glyph box, so a keyword made only of them has no text.
+pub fn is_visible(c: char) -> bool {
+    let format = matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{E0000}'..='\u{E0FFF}');
+    let private_use = matches!(c,
+        '\u{E000}'..='\u{F8FF}' | '\u{F0000}'..='\u{FFFFD}' | '\u{100000}'..='\u{10FFFD}');
+    !(c.is_control() || c.is_whitespace() || format || private_use)
+}
+
 fn is_apostrophe_like(c: char) -> bool {
     matches!(c, '\'' | '\u{2018}' | '\u{2019}')
 }

@@ -30,7 +30,7 @@ mod types;
 pub use alphabet::{ALPHABET, char_class};
 pub use error::LayoutError;
 pub use grid::{GRID_SIZE, GridBox};
-pub use keywords::{extract_keywords, normalize_keywords, parse_keyword_list};
+pub use keywords::{extract_keywords, is_visible, normalize_keywords, parse_keyword_list};
 pub use measure::{InkExtent, TextMeasure};
 pub use planner::{
     CanvasPlan, LlmApi, LlmConfig, LlmPlanner, Plan, PlannerChoice, Template, TypographicPlanner,

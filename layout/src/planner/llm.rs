@@ -106,12 +106,7 @@ impl<'m> LlmPlanner<'m> {
     ) -> Result<Plan, LayoutError> {
         // Validate the canvas and keywords up front, so errors do not depend on the LLM.
         self.typographic.plan(width, height, &[], seed)?;
-        if keywords.len() > super::MAX_KEYWORDS {
-            return Err(LayoutError::TooManyKeywords {
-                count: keywords.len(),
-                max: super::MAX_KEYWORDS,
-            });
-        }
+        super::check_keywords(keywords)?;
         let answer = match self.complete(&planner_prompt(prompt, keywords), seed) {
             Ok(answer) => answer,
             Err(e) if !self.config.strict => {

@@ -10,6 +10,7 @@ pub use canvas::{CanvasPlan, PlannerChoice, plan_on_canvas};
 pub use llm::{LlmApi, LlmConfig, LlmPlanner};
 pub use typographic::{
     MAX_KEYWORD_CHARS, MAX_KEYWORDS, MAX_SIDE, MIN_SIDE, Template, TypographicPlanner,
+    check_keywords,
 };
 
 use serde::Serialize;

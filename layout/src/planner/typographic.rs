@@ -295,7 +295,9 @@ fn check_canvas(width: u32, height: u32) -> Result<(), LayoutError> {
     }
 }
 
-fn check_keywords(keywords: &[String]) -> Result<(), LayoutError> {
+/// The keyword limits every planner applies before placing anything: at most
+/// [`MAX_KEYWORDS`], each at most [`MAX_KEYWORD_CHARS`] characters with something to draw.
+pub fn check_keywords(keywords: &[String]) -> Result<(), LayoutError> {
     if keywords.len() > MAX_KEYWORDS {
         return Err(LayoutError::TooManyKeywords {
             count: keywords.len(),
@@ -309,6 +311,12 @@ fn check_keywords(keywords: &[String]) -> Result<(), LayoutError> {
                 index,
                 chars,
                 max: MAX_KEYWORD_CHARS,
+            });
+        }
+        if !k.chars().any(crate::is_visible) {
+            return Err(LayoutError::InvisibleKeyword {
+                index,
+                keyword: k.clone(),
             });
         }
     }
@@ -464,6 +472,21 @@ mod tests {
             err.contains("9 keywords") && err.contains("at most 8"),
             "{err}"
         );
+        for invisible in [
+            "\u{200B}\u{200D}",
+            "\0",
+            "\u{E000}\u{F8FF}",
+            " \u{FEFF} ",
+            "",
+        ] {
+            let keywords = vec!["SALE".to_string(), invisible.to_string()];
+            let err = check_keywords(&keywords).unwrap_err();
+            assert!(
+                matches!(&err, LayoutError::InvisibleKeyword { index: 1, keyword } if keyword == invisible),
+                "{invisible:?}: {err}"
+            );
+        }
+        assert!(check_keywords(&["\u{200B}SALE".into(), "50%".into(), "开业".into()]).is_ok());
     }
 
     #[test]
