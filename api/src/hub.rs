@@ -22,7 +22,7 @@ impl LiveEvent {
 }
 
 pub fn is_terminal_kind(kind: &str) -> bool {
-    matches!(kind, "succeeded" | "failed" | "canceled")
+    crate::store::TERMINAL_EVENTS.contains(&kind)
 }
 
 #[derive(Default)]

@@ -62,11 +62,14 @@ impl Shared {
     /// Opens the store (recovering jobs a crash interrupted) and the renderer.
     pub fn new(settings: Settings) -> Result<AppState, StartError> {
         let store = Store::open(&settings.data_dir)?;
-        let (requeued, failed) = store.recover_interrupted(MAX_ATTEMPTS)?;
-        if requeued + failed > 0 {
+        let recovered = store.recover_interrupted(MAX_ATTEMPTS)?;
+        let interrupted =
+            recovered.requeued.len() + recovered.failed.len() + recovered.canceled.len();
+        if interrupted > 0 {
             tracing::warn!(
-                requeued,
-                failed,
+                requeued = recovered.requeued.len(),
+                failed = recovered.failed.len(),
+                canceled = recovered.canceled.len(),
                 "jobs interrupted by the last shutdown or crash"
             );
         }
@@ -89,7 +92,7 @@ impl Shared {
             .map(|h| h.to_ascii_lowercase())
             .collect();
         let limiter = RateLimiter::new(settings.rate_limit_per_minute);
-        Ok(Arc::new(Shared {
+        let state = Arc::new(Shared {
             settings,
             store,
             renderer,
@@ -104,7 +107,9 @@ impl Shared {
             limiter,
             key_hashes,
             shutdown: tokio::sync::watch::channel(false).0,
-        }))
+        });
+        crate::job_events::emit_recovered(&state, &recovered);
+        Ok(state)
     }
 
     pub fn model_state(&self) -> ModelState {

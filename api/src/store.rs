@@ -211,6 +211,52 @@ fn finish_job((mut job, input, output): (Job, String, Option<String>)) -> Result
     Ok(job)
 }
 
+/// Adds a column that databases written by an older version lack.
+fn add_column_if_missing(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    definition: &str,
+) -> Result<(), StoreError> {
+    let has: bool = conn.query_row(
+        &format!("SELECT count(*) > 0 FROM pragma_table_info('{table}') WHERE name = ?1"),
+        [column],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+        ))?;
+    }
+    Ok(())
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelRequest {
+    /// The job had not started: it is canceled now.
+    CanceledQueued,
+    /// The job is running: it will end `canceled`, whatever its outcome (the worker records
+    /// the end through [`Store::finish`], which honours the request).
+    WillStop,
+    /// The job had already ended, in this status: the request came too late.
+    AlreadyEnded(Status),
+}
+
+/// Jobs a crash or kill interrupted, as start-up recovery left them.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Back in the queue for another attempt.
+    pub requeued: Vec<String>,
+    /// Interrupted too often: failed with `interrupted`, and the message recorded.
+    pub failed: Vec<(String, String)>,
+    /// A cancel had been requested while they ran: canceled.
+    pub canceled: Vec<String>,
+}
+
+/// Kinds of the events that end a job's event stream.
+pub const TERMINAL_EVENTS: [&str; 3] = ["succeeded", "failed", "canceled"];
+
 impl Store {
     /// Opens (or creates) `data_dir/letterpress.sqlite3` and `data_dir/files/`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
@@ -224,6 +270,12 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        add_column_if_missing(
+            &conn,
+            "jobs",
+            "cancel_requested",
+            "INTEGER NOT NULL DEFAULT 0",
+        )?;
         Ok(Store {
             conn: Mutex::new(conn),
             files_dir,
@@ -240,22 +292,56 @@ impl Store {
     }
 
     /// After a crash: jobs that were being worked on go back to the queue once; a job
-    /// interrupted a second time fails with `interrupted`. Returns (requeued, failed).
-    pub fn recover_interrupted(&self, max_attempts: u32) -> Result<(usize, usize), StoreError> {
-        let conn = self.conn();
-        let failed = conn.execute(
-            "UPDATE jobs SET status = 'failed', error_code = ?3,
-                 error_message = 'the server stopped while this job ran, ' || attempts || ' time(s); it was not retried again',
-                 completed_ms = ?2
-             WHERE status IN ('planning', 'rendering', 'running') AND attempts >= ?1",
-            params![max_attempts, now_ms(), JobErrorCode::Interrupted.as_str()],
-        )?;
-        let requeued = conn.execute(
-            "UPDATE jobs SET status = 'queued', started_ms = NULL
-             WHERE status IN ('planning', 'rendering', 'running')",
-            [],
-        )?;
-        Ok((requeued, failed))
+    /// interrupted a second time fails with `interrupted`; one whose cancel was requested is
+    /// canceled. Says which jobs went where, so their events can be written.
+    pub fn recover_interrupted(&self, max_attempts: u32) -> Result<Recovered, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let select = |condition: &str| -> Result<Vec<(String, u32)>, StoreError> {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT id, attempts FROM jobs
+                 WHERE status IN ('planning', 'rendering', 'running') AND {condition} ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        };
+        let canceled = select("cancel_requested = 1")?;
+        let failed = select(&format!(
+            "cancel_requested = 0 AND attempts >= {max_attempts}"
+        ))?;
+        let requeued = select(&format!(
+            "cancel_requested = 0 AND attempts < {max_attempts}"
+        ))?;
+        let now = now_ms();
+        let mut recovered = Recovered::default();
+        for (id, _) in canceled {
+            tx.execute(
+                "UPDATE jobs SET status = 'canceled', completed_ms = ?2, error_code = ?3,
+                     error_message = 'canceled by the client' WHERE id = ?1",
+                params![id, now, JobErrorCode::Canceled.as_str()],
+            )?;
+            recovered.canceled.push(id);
+        }
+        for (id, attempts) in failed {
+            let message = format!(
+                "the server stopped while this job ran, {attempts} time(s); it was not retried again"
+            );
+            tx.execute(
+                "UPDATE jobs SET status = 'failed', error_code = ?3, error_message = ?4,
+                     completed_ms = ?2 WHERE id = ?1",
+                params![id, now, JobErrorCode::Interrupted.as_str(), message],
+            )?;
+            recovered.failed.push((id, message));
+        }
+        for (id, _) in requeued {
+            tx.execute(
+                "UPDATE jobs SET status = 'queued', started_ms = NULL WHERE id = ?1",
+                [&id],
+            )?;
+            recovered.requeued.push(id);
+        }
+        tx.commit()?;
+        Ok(recovered)
     }
 
     /// Inserts a queued job unless the queue holds `capacity` jobs already or the owner used
@@ -357,15 +443,25 @@ impl Store {
         Ok(())
     }
 
-    /// Records the end of a job.
+    /// Records the end of a job and answers the status it ended in: a cancel requested while
+    /// it ran wins over `status` (the client was told the job would end canceled).
     pub fn finish(
         &self,
         id: &str,
         status: Status,
         output: Option<&Value>,
         error: Option<(&str, &str)>,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
+    ) -> Result<Status, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let canceled = cancel_requested(&tx, id)? && status != Status::Canceled;
+        let (status, output, error) = if canceled {
+            let error = (JobErrorCode::Canceled.as_str(), "canceled by the client");
+            (Status::Canceled, None, Some(error))
+        } else {
+            (status, output, error)
+        };
+        tx.execute(
             "UPDATE jobs SET status = ?2, output = ?3, error_code = ?4, error_message = ?5, completed_ms = ?6
              WHERE id = ?1",
             params![
@@ -377,27 +473,63 @@ impl Store {
                 now_ms(),
             ],
         )?;
-        Ok(())
+        tx.commit()?;
+        Ok(status)
     }
 
-    /// Puts an interrupted job back at the head of the queue (it keeps its place by `seq`).
-    pub fn requeue(&self, id: &str) -> Result<(), StoreError> {
-        self.conn().execute(
+    /// Puts an interrupted job back at the head of the queue (it keeps its place by `seq`),
+    /// or cancels it when a cancel was requested; answers the status it is left in.
+    pub fn requeue(&self, id: &str) -> Result<Status, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if cancel_requested(&tx, id)? {
+            drop(tx);
+            drop(conn);
+            let error = Some((JobErrorCode::Canceled.as_str(), "canceled by the client"));
+            return self.finish(id, Status::Canceled, None, error);
+        }
+        tx.execute(
             "UPDATE jobs SET status = 'queued', started_ms = NULL WHERE id = ?1",
             [id],
         )?;
-        Ok(())
+        tx.commit()?;
+        Ok(Status::Queued)
     }
 
-    /// Cancels a job that has not started; false when it already had.
-    pub fn cancel_queued(&self, id: &str) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE jobs SET status = 'canceled', completed_ms = ?2, error_code = ?3,
-                 error_message = 'canceled by the client before it started'
-             WHERE id = ?1 AND status = 'queued'",
-            params![id, now_ms(), JobErrorCode::Canceled.as_str()],
-        )?;
-        Ok(n == 1)
+    /// Cancels a queued job at once, or marks a running one so that it ends `canceled`; in
+    /// one transaction, so the answer is how the job will end. `None` for an unknown job.
+    pub fn request_cancel(&self, id: &str) -> Result<Option<CancelRequest>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let status: Option<String> = tx
+            .query_row("SELECT status FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        let Some(status) = status.map(|s| Status::parse(&s)) else {
+            return Ok(None);
+        };
+        let answer = match status {
+            Status::Queued => {
+                tx.execute(
+                    "UPDATE jobs SET status = 'canceled', completed_ms = ?2, error_code = ?3,
+                         error_message = 'canceled by the client before it started'
+                     WHERE id = ?1",
+                    params![id, now_ms(), JobErrorCode::Canceled.as_str()],
+                )?;
+                CancelRequest::CanceledQueued
+            }
+            s if s.is_terminal() => CancelRequest::AlreadyEnded(s),
+            _ => {
+                tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])?;
+                CancelRequest::WillStop
+            }
+        };
+        tx.commit()?;
+        Ok(Some(answer))
+    }
+
+    /// Whether a cancel was requested for this job (the worker reads it when it starts one).
+    pub fn is_cancel_requested(&self, id: &str) -> Result<bool, StoreError> {
+        cancel_requested(&self.conn(), id)
     }
 
     pub fn queued_count(&self) -> Result<usize, StoreError> {
@@ -427,16 +559,45 @@ impl Store {
     /// Appends an event and returns its sequence number (1-based per job).
     pub fn add_event(&self, job_id: &str, kind: &str, data: &Value) -> Result<i64, StoreError> {
         let conn = self.conn();
-        let seq: i64 = conn.query_row(
-            "SELECT coalesce(max(seq), 0) + 1 FROM events WHERE job_id = ?1",
-            [job_id],
-            |r| r.get(0),
-        )?;
+        let seq = next_event_seq(&conn, job_id)?;
         conn.execute(
             "INSERT INTO events (job_id, seq, kind, data) VALUES (?1, ?2, ?3, ?4)",
             params![job_id, seq, kind, serde_json::to_string(data)?],
         )?;
         Ok(seq)
+    }
+
+    /// Appends the terminal event `kind` unless the job has one already; its sequence
+    /// number when it was added. For a job that ended without one (a database from a version
+    /// that did not write it, or an event that failed to store).
+    pub fn add_terminal_event_if_missing(
+        &self,
+        job_id: &str,
+        kind: &str,
+        data: &Value,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let has: bool = tx.query_row(
+            "SELECT count(*) > 0 FROM events WHERE job_id = ?1 AND kind IN (?2, ?3, ?4)",
+            params![
+                job_id,
+                TERMINAL_EVENTS[0],
+                TERMINAL_EVENTS[1],
+                TERMINAL_EVENTS[2]
+            ],
+            |r| r.get(0),
+        )?;
+        if has {
+            return Ok(None);
+        }
+        let seq = next_event_seq(&tx, job_id)?;
+        tx.execute(
+            "INSERT INTO events (job_id, seq, kind, data) VALUES (?1, ?2, ?3, ?4)",
+            params![job_id, seq, kind, serde_json::to_string(data)?],
+        )?;
+        tx.commit()?;
+        Ok(Some(seq))
     }
 
     pub fn events_after(&self, job_id: &str, after: i64) -> Result<Vec<StoredEvent>, StoreError> {
@@ -538,6 +699,25 @@ impl Store {
     }
 }
 
+fn next_event_seq(conn: &Connection, job_id: &str) -> Result<i64, StoreError> {
+    Ok(conn.query_row(
+        "SELECT coalesce(max(seq), 0) + 1 FROM events WHERE job_id = ?1",
+        [job_id],
+        |r| r.get(0),
+    )?)
+}
+
+fn cancel_requested(conn: &Connection, id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT cancel_requested FROM jobs WHERE id = ?1",
+            [id],
+            |r| r.get::<_, i64>(0),
+        )
+        .optional()?
+        == Some(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,14 +770,93 @@ mod tests {
         drop(store);
         // The process "died" with `a` running: reopening requeues it once.
         let store = Store::open(&dir).unwrap();
-        assert_eq!(store.recover_interrupted(2).unwrap(), (1, 0));
+        let recovered = store.recover_interrupted(2).unwrap();
+        assert_eq!(recovered.requeued, ["a"]);
+        assert!(recovered.failed.is_empty() && recovered.canceled.is_empty());
         assert_eq!(store.claim_next().unwrap().unwrap().id, "a");
-        assert_eq!(store.recover_interrupted(2).unwrap(), (0, 1));
+        let recovered = store.recover_interrupted(2).unwrap();
+        assert_eq!(recovered.failed.len(), 1);
+        assert_eq!(recovered.failed[0].0, "a");
         let a = store.job("a").unwrap().unwrap();
         assert_eq!(
             (a.status, a.error_code.as_deref()),
             (Status::Failed, Some("interrupted"))
         );
+        // A job whose cancel was requested when the process died ends canceled.
+        assert_eq!(store.claim_next().unwrap().unwrap().id, "b");
+        assert_eq!(
+            store.request_cancel("b").unwrap(),
+            Some(CancelRequest::WillStop)
+        );
+        assert_eq!(store.recover_interrupted(2).unwrap().canceled, ["b"]);
+        assert_eq!(store.job("b").unwrap().unwrap().status, Status::Canceled);
+    }
+
+    #[test]
+    fn a_requested_cancel_wins_over_the_outcome() {
+        let (store, _dir) = temp_store("cancel");
+        for id in ["a", "b", "c"] {
+            store.insert_job(&job(id), None, 8).unwrap();
+        }
+        assert_eq!(
+            store.request_cancel("a").unwrap(),
+            Some(CancelRequest::CanceledQueued)
+        );
+        assert_eq!(store.request_cancel("zz").unwrap(), None);
+        // b runs; the cancel arrives before it finishes: the success is recorded as canceled.
+        assert_eq!(store.claim_next().unwrap().unwrap().id, "b");
+        assert_eq!(
+            store.request_cancel("b").unwrap(),
+            Some(CancelRequest::WillStop)
+        );
+        assert!(store.is_cancel_requested("b").unwrap());
+        let output = serde_json::json!({"images": []});
+        assert_eq!(
+            store
+                .finish("b", Status::Succeeded, Some(&output), None)
+                .unwrap(),
+            Status::Canceled
+        );
+        let b = store.job("b").unwrap().unwrap();
+        assert_eq!((b.status, b.output), (Status::Canceled, None));
+        // c finished first: the cancel comes too late and changes nothing.
+        assert_eq!(store.claim_next().unwrap().unwrap().id, "c");
+        store
+            .finish("c", Status::Succeeded, Some(&output), None)
+            .unwrap();
+        assert_eq!(
+            store.request_cancel("c").unwrap(),
+            Some(CancelRequest::AlreadyEnded(Status::Succeeded))
+        );
+        assert_eq!(store.job("c").unwrap().unwrap().status, Status::Succeeded);
+    }
+
+    #[test]
+    fn a_missing_terminal_event_is_added_once() {
+        let (store, _dir) = temp_store("terminal");
+        store
+            .add_event("a", "queued", &serde_json::json!({}))
+            .unwrap();
+        let data = serde_json::json!({"error": {"code": "interrupted"}});
+        assert_eq!(
+            store
+                .add_terminal_event_if_missing("a", "failed", &data)
+                .unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            store
+                .add_terminal_event_if_missing("a", "failed", &data)
+                .unwrap(),
+            None
+        );
+        let kinds: Vec<String> = store
+            .events_after("a", 0)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["queued", "failed"]);
     }
 
     #[test]

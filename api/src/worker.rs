@@ -18,43 +18,13 @@ use crate::engine::{
     EngineError, EngineEvent, EngineInit, EngineJob, EngineLoader, PosterEngine, StepProgress,
     StopReason, StopToken,
 };
-use crate::hub::LiveEvent;
 use crate::ids;
 use crate::input::{DEFAULT_STRENGTH, GenerationInput, OutputFormat};
 use crate::job_error::JobErrorCode;
+use crate::job_events::{emit, emit_end};
 use crate::schema::{GenerationMetrics, GenerationOutput};
 use crate::state::{AppState, ModelState};
 use crate::store::{FileRecord, Job, Status, now_ms};
-
-/// Stores an event and broadcasts it (with `live_extra` merged in, e.g. a preview too large
-/// to store).
-pub fn emit(
-    state: &AppState,
-    job_id: &str,
-    kind: &str,
-    data: Value,
-    live_extra: Option<(&str, Value)>,
-) {
-    let seq = match state.store.add_event(job_id, kind, &data) {
-        Ok(seq) => seq,
-        Err(e) => {
-            tracing::error!(job = job_id, error = %e, "storing an event");
-            return;
-        }
-    };
-    let mut data = data;
-    if let (Some((k, v)), Value::Object(map)) = (live_extra, &mut data) {
-        map.insert(k.to_string(), v);
-    }
-    state.hub.publish(
-        job_id,
-        LiveEvent {
-            seq,
-            kind: kind.to_string(),
-            data,
-        },
-    );
-}
 
 /// Starts the worker thread. `loader` (when a model is configured) runs on it first.
 pub fn spawn(state: AppState, loader: Option<EngineLoader>) -> std::thread::JoinHandle<()> {
@@ -125,6 +95,11 @@ fn run_job(state: &AppState, engine: Option<&mut (dyn PosterEngine + 'static)>, 
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(job.id.clone(), canceled.clone());
+    // A cancel that arrived between the claim and the flag above found no flag to set; it
+    // is in the store (the cancel handler writes the store first, then looks for the flag).
+    if state.store.is_cancel_requested(&job.id).unwrap_or(false) {
+        canceled.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let deadline = Instant::now() + Duration::from_secs(state.settings.job_timeout_secs);
     let stop = StopToken::new(canceled, state.interrupt.clone(), Some(deadline));
     let outcome = match serde_json::from_value::<GenerationInput>(job.input.clone()) {
@@ -151,65 +126,44 @@ fn run_job(state: &AppState, engine: Option<&mut (dyn PosterEngine + 'static)>, 
         .unwrap_or_else(|e| e.into_inner())
         .remove(&job.id);
     let elapsed = started.elapsed().as_secs_f64();
-    let result = match outcome {
+    record_end(state, &job.id, outcome, elapsed);
+}
+
+/// Records how the job ended and emits its last event. The store has the last word: a cancel
+/// requested while the job ran turns any outcome into `canceled`.
+fn record_end(state: &AppState, id: &str, outcome: Outcome, elapsed: f64) {
+    let canceled = (JobErrorCode::Canceled.as_str(), "canceled by the client");
+    let recorded = match outcome {
         Outcome::Succeeded(mut output) => {
             output.metrics = Some(GenerationMetrics {
                 predict_time: elapsed,
             });
             let output = serde_json::to_value(&output).unwrap_or_default();
-            tracing::info!(seconds = elapsed, "job succeeded");
             state
                 .store
-                .finish(&job.id, Status::Succeeded, Some(&output), None)
-                .map(|_| {
-                    emit(
-                        state,
-                        &job.id,
-                        "succeeded",
-                        json!({ "output": output }),
-                        None,
-                    )
-                })
+                .finish(id, Status::Succeeded, Some(&output), None)
         }
         Outcome::Failed { code, message } => {
             tracing::warn!(%code, %message, "job failed");
-            state
-                .store
-                .finish(
-                    &job.id,
-                    Status::Failed,
-                    None,
-                    Some((code.as_str(), &message)),
-                )
-                .map(|_| {
-                    emit(
-                        state,
-                        &job.id,
-                        "failed",
-                        json!({ "error": { "code": code, "message": message } }),
-                        None,
-                    )
-                })
+            let error = Some((code.as_str(), message.as_str()));
+            state.store.finish(id, Status::Failed, None, error)
         }
         Outcome::Canceled => state
             .store
-            .finish(
-                &job.id,
-                Status::Canceled,
-                None,
-                Some((JobErrorCode::Canceled.as_str(), "canceled by the client")),
-            )
-            .map(|_| emit(state, &job.id, "canceled", json!({}), None)),
-        Outcome::Requeue => {
-            tracing::info!("shutting down: job requeued");
-            state
-                .store
-                .requeue(&job.id)
-                .map(|_| emit(state, &job.id, "requeued", json!({ "reason": "the server is shutting down; the job runs again after restart" }), None))
-        }
+            .finish(id, Status::Canceled, None, Some(canceled)),
+        Outcome::Requeue => state.store.requeue(id),
     };
-    if let Err(e) = result {
-        tracing::error!(error = %e, "recording the job's end");
+    match recorded {
+        Ok(Status::Queued) => {
+            tracing::info!("shutting down: job requeued");
+            let reason = "the server is shutting down; the job runs again after restart";
+            emit(state, id, "requeued", json!({ "reason": reason }), None);
+        }
+        Ok(status) => {
+            tracing::info!(seconds = elapsed, status = status.as_str(), "job ended");
+            emit_end(state, id);
+        }
+        Err(e) => tracing::error!(error = %e, "recording the job's end"),
     }
 }
 
