@@ -2,6 +2,7 @@
 //! font work never stalls the async runtime.
 
 use super::JsonBody;
+use crate::admission::{layout_error, public_font_name, render_error};
 use crate::error::ApiError;
 use crate::input::{
     Fields, MAX_PROMPT_CHARS, MAX_RENDER_SIDE, MAX_SEED, MAX_SIDE, MIN_SIDE, OutputFormat,
@@ -11,7 +12,7 @@ use crate::schema::{LayoutRequest, PlanResponse, RenderRequest, Rendering};
 use crate::state::AppState;
 use crate::worker::encode;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use image::DynamicImage;
@@ -58,6 +59,11 @@ pub async fn layouts(
         (Some("llm"), Some(config)) => PlannerChoice::Llm(config.clone()),
         _ => PlannerChoice::Typographic,
     };
+    let field = if keywords.is_some() {
+        "keywords"
+    } else {
+        "prompt"
+    };
     let keywords = keywords.unwrap_or_else(|| letterpress_layout::extract_keywords(&prompt));
     let plan = tokio::task::spawn_blocking(move || {
         let request = CanvasPlan {
@@ -72,17 +78,7 @@ pub async fn layouts(
     })
     .await
     .map_err(ApiError::internal)?;
-    let (plan, prompt, keywords) = plan.map_err(|e| {
-        use letterpress_layout::LayoutError as E;
-        match e {
-            E::Llm { .. } => ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "planner_unavailable",
-                "the LLM planner could not be reached",
-            ),
-            other => ApiError::new(StatusCode::BAD_REQUEST, "invalid_layout", other.to_string()),
-        }
-    })?;
+    let (plan, prompt, keywords) = plan.map_err(|e| layout_error(e, field))?;
     Ok(axum::Json(PlanResponse::new(plan, prompt, keywords)).into_response())
 }
 
@@ -112,10 +108,13 @@ pub async fn render(
     let preview = f.boolean("preview")?.unwrap_or(false);
     // With format png the body is the mask alone; segmentation and preview need json.
     tokio::task::spawn_blocking(move || -> Result<Response, ApiError> {
-        let rendering = state.renderer.render(&layout).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_layout", e.to_string())
-                .with_param("layout")
-        })?;
+        let mut rendering = state
+            .renderer
+            .render(&layout)
+            .map_err(|e| render_error(&e, &layout, &layout))?;
+        for line in &mut rendering.lines {
+            line.font = public_font_name(&line.font);
+        }
         let mask = if inverse {
             rendering.inverse()
         } else {
