@@ -43,7 +43,11 @@ impl Fields {
     /// `body` must be an object whose keys are all in `allowed`.
     pub fn new(body: Value, allowed: &[&str], prefix: &str) -> Result<Fields, ApiError> {
         let Value::Object(map) = body else {
-            let param = if prefix.is_empty() { "body" } else { prefix };
+            // `prefix` is the object's place followed by a dot (`layout.`).
+            let param = match prefix.trim_end_matches('.') {
+                "" => "body",
+                place => place,
+            };
             return Err(ApiError::invalid(
                 param,
                 format!("{param} must be a JSON object"),
@@ -412,6 +416,8 @@ pub struct Limits {
     pub max_side: u32,
     pub max_steps: u32,
     pub max_n: u32,
+    /// Most width × height × steps × images one job may cost.
+    pub max_pixel_steps: u64,
 }
 
 impl Default for Limits {
@@ -420,7 +426,44 @@ impl Default for Limits {
             max_side: MAX_SIDE,
             max_steps: MAX_STEPS,
             max_n: MAX_N,
+            max_pixel_steps: u64::MAX,
         }
+    }
+}
+
+impl Limits {
+    /// Refuses a job over the pixel-steps budget, with the arithmetic and the limit. With an
+    /// init image only `strength × steps` steps run, as the pipelines do.
+    pub fn check_cost(
+        &self,
+        (width, height): (u32, u32),
+        steps: u32,
+        strength: Option<f64>,
+        n: u32,
+    ) -> Result<(), ApiError> {
+        let run = strength.map_or(u64::from(steps), |s| {
+            (f64::from(steps) * s).ceil().max(1.0) as u64
+        });
+        let cost = u64::from(width) * u64::from(height) * run * u64::from(n);
+        if cost <= self.max_pixel_steps {
+            return Ok(());
+        }
+        let at_512 = self.max_pixel_steps / (512 * 512);
+        let example = if at_512 >= 1 {
+            format!(" (e.g. one 512x512 image at {at_512} steps)")
+        } else {
+            String::new()
+        };
+        Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "job_too_large",
+            format!(
+                "this job costs {width}x{height} pixels × {run} steps × {n} image(s) = {cost} \
+                 pixel-steps; this server allows at most {} per job{example}: lower the size, \
+                 steps or n",
+                self.max_pixel_steps
+            ),
+        ))
     }
 }
 
@@ -512,6 +555,10 @@ impl GenerationInput {
             strength,
             layout.as_ref(),
         )?;
+        let runs = init_image
+            .as_ref()
+            .map(|_| strength.unwrap_or(DEFAULT_STRENGTH));
+        limits.check_cost((width, height), steps, runs, n)?;
         Ok(GenerationInput {
             prompt,
             negative_prompt,
@@ -597,6 +644,29 @@ mod tests {
         let g = read(json!({"prompt": "p", "layout": {"width": 300, "height": 200, "lines": []}}))
             .unwrap();
         assert_eq!((g.width, g.height), (304, 200));
+    }
+
+    #[test]
+    fn jobs_over_the_pixel_steps_budget_are_refused_with_the_limit() {
+        let limits = Limits {
+            max_pixel_steps: 512 * 512 * 30,
+            ..Limits::default()
+        };
+        let read = |body| GenerationInput::from_json(body, &[], &limits);
+        assert!(read(json!({"prompt": "p", "steps": 30})).is_ok());
+        let e = read(json!({"prompt": "p", "width": 2048, "height": 2048})).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (400, "job_too_large"));
+        assert!(
+            e.message
+                .contains("2048x2048 pixels × 20 steps × 1 image(s) = 83886080")
+                && e.message.contains("at most 7864320")
+                && e.message.contains("512x512 image at 30 steps"),
+            "{e}"
+        );
+        assert!(read(json!({"prompt": "p", "steps": 30, "n": 2})).is_err());
+        // An init image runs strength × steps: 60 steps at 0.5 cost 30.
+        let img2img = json!({"prompt": "p", "steps": 60, "init_image": "file_x", "strength": 0.5});
+        assert!(read(img2img).is_ok());
     }
 
     #[test]

@@ -64,7 +64,18 @@ pub struct Settings {
     pub max_steps: u32,
     /// Most images per generation (1–8). Default 8.
     pub max_n: u32,
+    /// Most pixel-steps one job may cost: width × height × denoising steps × images (with an
+    /// init image, only the steps its strength runs). Bigger jobs are refused with a 400 that
+    /// states the limit, so one request cannot hold the worker for long. Default by device:
+    /// 512×512 at 30 steps on `cpu` ([`CPU_PIXEL_STEPS`]), 2048×2048 at 50 steps on a GPU
+    /// ([`GPU_PIXEL_STEPS`]).
+    pub max_pixel_steps: Option<u64>,
 }
+
+/// The default job budget on a CPU: one 512×512 image at 30 steps (minutes on a few cores).
+pub const CPU_PIXEL_STEPS: u64 = 512 * 512 * 30;
+/// The default job budget on a GPU: one 2048×2048 image at 50 steps, or four 1024×1024.
+pub const GPU_PIXEL_STEPS: u64 = 2048 * 2048 * 50;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -91,6 +102,7 @@ impl Default for Settings {
             max_side: crate::input::MAX_SIDE,
             max_steps: crate::input::MAX_STEPS,
             max_n: crate::input::MAX_N,
+            max_pixel_steps: None,
         }
     }
 }
@@ -119,6 +131,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("max_side", Kind::Integer),
     ("max_steps", Kind::Integer),
     ("max_n", Kind::Integer),
+    ("max_pixel_steps", Kind::Integer),
 ];
 
 #[derive(Clone, Copy)]
@@ -146,7 +159,18 @@ impl Settings {
             max_side: self.max_side,
             max_steps: self.max_steps,
             max_n: self.max_n,
+            max_pixel_steps: self.pixel_steps_budget(),
         }
+    }
+
+    /// `max_pixel_steps`, or the default for the device.
+    pub fn pixel_steps_budget(&self) -> u64 {
+        self.max_pixel_steps
+            .unwrap_or(if self.device.starts_with("cuda") {
+                GPU_PIXEL_STEPS
+            } else {
+                CPU_PIXEL_STEPS
+            })
     }
 
     /// Defaults, overlaid by `file` (when given) and by `LETTERPRESS_*` variables from `env`.
@@ -232,6 +256,12 @@ impl Settings {
         }
         if !(1..=MAX_N).contains(&self.max_n) {
             return Err(format!("max_n must be 1 to {MAX_N}"));
+        }
+        let smallest = u64::from(MIN_SIDE * MIN_SIDE);
+        if self.max_pixel_steps.is_some_and(|b| b < smallest) {
+            return Err(format!(
+                "max_pixel_steps must be at least {smallest} (one {MIN_SIDE}x{MIN_SIDE} image at one step)"
+            ));
         }
         for h in &self.api_key_hashes {
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {

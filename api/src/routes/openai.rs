@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::generations::{read_file_b64, require_model, submit, wait_for};
+use super::generations::{cancel_job, read_file_b64, require_model, submit, wait_for};
 use super::{JsonBody, base_url, job_view};
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -18,7 +18,7 @@ use crate::input::{
 use crate::job_error::JobErrorCode;
 use crate::schema::{OpenAIImage, OpenAIImageRequest, OpenAIImages};
 use crate::state::{AppState, ModelState};
-use crate::store::{Job, Status};
+use crate::store::{CancelRequest, Job, Status};
 
 pub const OPENAI_FIELDS: &[&str] = &[
     "prompt",
@@ -55,9 +55,43 @@ pub async fn create(
         _ => Vec::new(),
     };
     let (input, b64) = translate(body.clone(), &schedulers, &state.settings.limits())?;
+    crate::admission::check_generation(&state, &input).await?;
     require_model(&state)?;
     let (job, _) = submit(&state, &caller, &input, None, &body)?;
+    // Nobody but this caller waits for the job: when it goes away (the connection closes and
+    // this future is dropped) or its wait runs out, the job is canceled, not left holding the
+    // worker.
+    let abandon = CancelOnDrop {
+        state: state.clone(),
+        id: job.id.clone(),
+    };
     let job = wait_for(&state, &job.id, state.settings.openai_wait_secs).await?;
+    if job.status.is_terminal() {
+        std::mem::forget(abandon);
+    } else if state.is_shutting_down() {
+        drop(abandon);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            format!(
+                "the server is shutting down, so generation {} was canceled; retry shortly",
+                job.id
+            ),
+        )
+        .with_retry_after(10));
+    } else {
+        drop(abandon);
+        return Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "the images were not ready within {} s (openai_wait_secs), so generation {} \
+                 was canceled; ask for fewer steps or a smaller size, or use POST \
+                 /v1/generations, which does not hold the connection",
+                state.settings.openai_wait_secs, job.id
+            ),
+        ));
+    }
     unsuccessful(&job)?;
     let base = base_url(&state, &headers);
     let view = job_view(&state, &job, &base).await?;
@@ -86,6 +120,24 @@ pub async fn create(
         id: job.id,
     })
     .into_response())
+}
+
+/// Cancels a job unless forgotten (`std::mem::forget`) once the job has ended.
+struct CancelOnDrop {
+    state: AppState,
+    id: String,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        match cancel_job(&self.state, &self.id) {
+            Ok(Some(CancelRequest::CanceledQueued | CancelRequest::WillStop)) => {
+                tracing::info!(job = %self.id, "the caller is gone: job canceled");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(job = %self.id, error = %e, "canceling an abandoned job"),
+        }
+    }
 }
 
 /// Reads OpenAI's request as a generation request (its own fields either map or are accepted
@@ -196,10 +248,7 @@ fn unsuccessful(job: &Job) -> Result<(), ApiError> {
         _ => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
-            format!(
-                "the images were not ready in time; generation {} continues: GET /v1/generations/{}",
-                job.id, job.id
-            ),
+            format!("the images of generation {} were not ready in time", job.id),
         )),
     }
 }
