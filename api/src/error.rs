@@ -130,6 +130,26 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The error code of an answer made without one (a framework rejection), by its status.
+pub fn code_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid_request",
+        401 => "unauthorized",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "request_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        422 => "unprocessable_request",
+        429 => "rate_limit_exceeded",
+        431 => "request_header_fields_too_large",
+        503 => "unavailable",
+        500..=599 => "internal_error",
+        _ => "invalid_request",
+    }
+}
+
 /// Store and file-system failures are ours, never the client's.
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {

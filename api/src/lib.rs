@@ -18,6 +18,7 @@
 //!
 //! Tests build the router with [`app`] and call it with `tower::ServiceExt::oneshot`.
 
+mod admission;
 mod auth;
 mod engine;
 mod error;
@@ -26,6 +27,7 @@ mod ids;
 mod init_image;
 mod input;
 mod job_error;
+mod job_events;
 mod metrics;
 mod openapi;
 mod rate_limit;

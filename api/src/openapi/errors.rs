@@ -31,12 +31,23 @@ const GENERATION: &[(&str, &str)] = &[
 const OPENAI: &[(&str, &str)] = &[
     ("409", "The generation was canceled."),
     ("500", "The model failed."),
-    ("504", "The images were not ready in time."),
+    (
+        "504",
+        "The images were not ready within openai_wait_secs; the job was canceled.",
+    ),
 ];
 
 const READ: &[(&str, &str)] = &[
     ("401", "Missing or invalid API key."),
     ("404", "No such generation (or not yours)."),
+    ("429", "Rate limited."),
+];
+
+const METRICS: &[(&str, &str)] = &[
+    (
+        "401",
+        "Missing or invalid API key (when the server has keys).",
+    ),
     ("429", "Rate limited."),
 ];
 
@@ -55,6 +66,7 @@ fn errors_of(operation_id: &str) -> Vec<(&'static str, &'static str)> {
         "openaiImages" => &[COMMON, GENERATION, OPENAI],
         "getGeneration" | "generationEvents" | "cancelGeneration" => &[READ],
         "getFile" => &[FILE],
+        "metrics" => &[METRICS],
         _ => &[],
     };
     tables.iter().flat_map(|t| t.iter().copied()).collect()

@@ -21,13 +21,13 @@ use crate::hub::is_terminal_kind;
 use crate::ids;
 use crate::input::{GenerationInput, MAX_IDEMPOTENCY_KEY};
 use crate::job_error::JobErrorCode;
+use crate::job_events::{emit, emit_end, ensure_ended};
 use crate::schema::{
     FileRef, Generation, GenerationEvent, GenerationFiles, GenerationId, GenerationOutput,
     GenerationRequest, GenerationUrls, JobError,
 };
 use crate::state::{AppState, ModelState};
-use crate::store::{Insert, Job, Status, now_ms};
-use crate::worker::emit;
+use crate::store::{CancelRequest, Insert, Job, Status, now_ms};
 
 /// 503 unless a model is loaded; otherwise the model's schedulers.
 pub(crate) fn require_model(state: &AppState) -> Result<Vec<String>, ApiError> {
@@ -214,6 +214,7 @@ pub async fn create(
             (input.width, input.height),
         )?;
     }
+    crate::admission::check_generation(&state, &input).await?;
     require_model(&state)?;
     let (mut job, created) = submit(&state, &caller, &input, key.as_deref(), &body)?;
     let wait = prefer_wait(&headers, state.settings.max_wait_secs);
@@ -281,9 +282,9 @@ pub async fn get(
     path = "/v1/generations/{id}/cancel",
     operation_id = "cancelGeneration",
     summary = "Cancel a generation",
-    description = "A queued job is canceled at once; a running one stops between denoising steps.",
+    description = "A queued job is canceled at once; a running one stops at its next denoising step and ends `canceled` whatever it was about to produce. The answer's `status` is the one the job ends in: `canceled`, or the status it had already ended in when the cancel came too late.",
     params(GenerationId),
-    responses((status = 200, description = "The generation as it is now.", body = Generation))
+    responses((status = 200, description = "The generation, with the status it ends in.", body = Generation))
 )]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -291,24 +292,47 @@ pub async fn cancel(
     headers: HeaderMap,
     Path(GenerationId { id }): Path<GenerationId>,
 ) -> Result<Response, ApiError> {
-    let job = owned_job(&state, &caller, &id)?;
-    if job.status == Status::Queued && state.store.cancel_queued(&id)? {
-        emit(&state, &id, "canceled", json!({}), None);
-    } else if let Some(flag) = state
-        .cancel_flags
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&id)
-    {
-        // The worker stops between denoising steps and records `canceled`.
-        flag.store(true, Ordering::Relaxed);
+    owned_job(&state, &caller, &id)?;
+    let mut job = match cancel_job(&state, &id)? {
+        // The worker stops at its next step; the answer waits a little for that.
+        Some(CancelRequest::WillStop) => wait_for(&state, &id, CANCEL_WAIT_SECS).await?,
+        _ => state
+            .store
+            .job(&id)?
+            .ok_or_else(|| ApiError::not_found("generation"))?,
+    };
+    if !job.status.is_terminal() {
+        // Still stopping after the wait: the store guarantees it ends canceled.
+        job.status = Status::Canceled;
     }
-    let job = state
-        .store
-        .job(&id)?
-        .ok_or_else(|| ApiError::not_found("generation"))?;
     let base = base_url(&state, &headers);
     Ok(axum::Json(job_view(&state, &job, &base).await?).into_response())
+}
+
+/// How long a cancel answer waits for a running job to stop (one denoising step, usually).
+const CANCEL_WAIT_SECS: u64 = 10;
+
+/// Cancels a job: a queued one now, a running one at its next step (it then ends canceled,
+/// whatever its outcome). `None` for an unknown job.
+pub(crate) fn cancel_job(state: &AppState, id: &str) -> Result<Option<CancelRequest>, ApiError> {
+    let request = state.store.request_cancel(id)?;
+    match request {
+        Some(CancelRequest::CanceledQueued) => emit_end(state, id),
+        Some(CancelRequest::WillStop) => {
+            // The store is written first: a worker that registers its flag after this look
+            // finds the request there (worker::run_job).
+            if let Some(flag) = state
+                .cancel_flags
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(id)
+            {
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+        Some(CancelRequest::AlreadyEnded(_)) | None => {}
+    }
+    Ok(request)
 }
 
 #[utoipa::path(
@@ -351,6 +375,10 @@ fn sse_event(seq: i64, kind: &str, data: &Value) -> Result<Event, Infallible> {
         .data(data.to_string()))
 }
 
+/// How often a stream waiting for live events looks at the job itself, so that a job which
+/// ended without a broadcast (its event failed to store) still ends the stream.
+const STREAM_RECHECK: Duration = Duration::from_secs(5);
+
 /// Replays stored events after `after`, then forwards live ones, until the terminal event.
 async fn stream_events(
     state: AppState,
@@ -360,6 +388,9 @@ async fn stream_events(
 ) {
     let mut rx = state.hub.subscribe(&id);
     let mut shutdown = state.shutdown.subscribe();
+    let mut recheck = tokio::time::interval(STREAM_RECHECK);
+    recheck.tick().await;
+    let mut repaired = false;
     loop {
         // Stored events first: they cover everything published before we subscribed.
         let stored = match state.store.events_after(&id, after) {
@@ -380,6 +411,23 @@ async fn stream_events(
                 return;
             }
         }
+        // Every stored event is sent and none ended the stream: if the job has ended all the
+        // same, its terminal event is written now and the replay above sends it.
+        match state.store.job(&id) {
+            Ok(Some(job)) if job.status.is_terminal() => {
+                if repaired {
+                    tracing::error!(job = %id, "an ended job has no terminal event to send");
+                    return;
+                }
+                repaired = ensure_ended(&state, &job);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "reading a job");
+                return;
+            }
+        }
         loop {
             tokio::select! {
                 ev = rx.recv() => match ev {
@@ -394,6 +442,7 @@ async fn stream_events(
                     Ok(_) | Err(RecvError::Lagged(_)) => break,
                     Err(RecvError::Closed) => { rx = state.hub.subscribe(&id); break; }
                 },
+                _ = recheck.tick() => break,
                 _ = shutdown.changed() => return,
                 _ = tx.closed() => return,
             }

@@ -43,6 +43,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/generations/{id}/cancel", post(generations::cancel))
         .route("/v1/files/{id}", get(files::get))
         .route("/v1/images/generations", post(openai::create))
+        // Queue depth and job counts are the operator's business: behind the keys too.
+        .route("/metrics", get(ops::metrics))
         .route_layer(from_fn_with_state(state.clone(), auth::authenticate));
     let cors = cors_layer(&state.settings.cors_origins);
     let body_limit = state.settings.max_body_bytes;
@@ -50,7 +52,6 @@ pub fn app(state: AppState) -> Router {
         .merge(v1)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/docs", get(ops::docs))
         .route("/", get(designer::index))
@@ -60,7 +61,8 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal("a handler panicked").into_response()
-        }));
+        }))
+        .layer(axum::middleware::map_response(errors_as_json));
     let router = match cors {
         Some(cors) => router.layer(cors),
         None => router,
@@ -84,6 +86,42 @@ pub fn app(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), RandomRequestId))
         .with_state(state)
+}
+
+/// Every error answer in the service's shape: one the framework wrote as plain text (a path
+/// that does not decode, a query that does not parse) becomes the JSON error object, its text
+/// the message.
+async fn errors_as_json(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    // A framework's 5xx text may carry internals; its 4xx text says what was wrong.
+    let message = if text.is_empty() || status.is_server_error() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    let mut error = ApiError::new(status, crate::error::code_for_status(status), message);
+    error.retry_after = parts
+        .headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let mut json = error.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            json.headers_mut().entry(name).or_insert(value.clone());
+        }
+    }
+    json
 }
 
 /// `req_` and 16 random hex digits, unless the client sent its own `x-request-id`.

@@ -74,7 +74,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     path = "/metrics",
     operation_id = "metrics",
     summary = "Prometheus metrics",
-    security(()),
+    description = "Needs the API key when the server has keys (Prometheus: `authorization: {credentials: KEY}`).",
     responses((status = 200, description = "Text exposition format.", content((String = "text/plain"))))
 )]
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
