@@ -1,6 +1,7 @@
 //! `letterpress serve` as a real process with the tiny fixture ControlNet pipeline: generate,
 //! follow the events to the end, shut down with SIGTERM, restart, and find the finished job and
-//! its files; a job running at SIGTERM is requeued; the real `openai` Python client works.
+//! its files; a job running at SIGTERM is requeued; one killed twice (SIGKILL) fails and its
+//! event stream ends; the real `openai` Python client works.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -128,6 +129,23 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGKILL: no shutdown of any kind, as a crash or the OOM killer.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Polls until the job is running.
+    fn wait_running(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.get_json(&format!("/v1/generations/{id}"))["status"] != "running" {
+            assert!(Instant::now() < deadline, "the job never started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -227,11 +245,7 @@ fn a_job_running_at_sigterm_is_requeued() {
     let body = json!({"prompt": "'LONG'", "width": 128, "height": 128, "steps": 150, "seed": 1});
     let (_, job) = server.post("/v1/generations", body, &[]);
     let id = job["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while server.get_json(&format!("/v1/generations/{id}"))["status"] != "running" {
-        assert!(Instant::now() < deadline, "the job never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.wait_running(&id);
     server.terminate();
 
     let server = Server::start(&data, &grace);
@@ -249,6 +263,30 @@ fn a_job_running_at_sigterm_is_requeued() {
         Some("canceled"),
         "{kinds:?}"
     );
+    server.terminate();
+}
+
+#[test]
+fn a_job_killed_twice_fails_and_its_event_stream_ends() {
+    let data = temp_dir("kill");
+    let server = Server::start(&data, &[]);
+    let body = json!({"prompt": "'LONG'", "width": 128, "height": 128, "steps": 150, "seed": 1});
+    let (_, job) = server.post("/v1/generations", body, &[]);
+    let id = job["id"].as_str().unwrap().to_string();
+    server.wait_running(&id);
+    server.kill();
+    // The restart puts it back in the queue (and says so); it runs again and is killed again.
+    let server = Server::start(&data, &[]);
+    server.wait_running(&id);
+    server.kill();
+    let server = Server::start(&data, &[]);
+    let events = server.events(&id);
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(kinds.contains(&"requeued"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"failed"), "{kinds:?}");
+    assert_eq!(events.last().unwrap().1["error"]["code"], "interrupted");
+    let job = server.get_json(&format!("/v1/generations/{id}"));
+    assert_eq!(job["error"]["code"], "interrupted", "{job}");
     server.terminate();
 }
 
