@@ -756,6 +756,11 @@ async fn operator_limits_are_enforced_and_published() {
         (Some(256), Some(8), Some(2))
     );
     assert_eq!(
+        doc["components"]["schemas"]["GenerationRequest"]["x-max-pixel-steps"],
+        512 * 512 * 30,
+        "the CPU's job budget"
+    );
+    assert_eq!(
         props["scheduler"]["enum"],
         json!(["ddim", "euler"]),
         "the loaded model's schedulers"

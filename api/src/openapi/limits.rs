@@ -33,6 +33,14 @@ pub fn fit(doc: &mut Value, state: &AppState) {
             json!(limits.max_side),
         );
     }
+    // JSON Schema cannot state a product of fields; the budget is published beside them.
+    for request in ["GenerationRequest", "OpenAIImageRequest"] {
+        set(
+            doc,
+            &format!("/components/schemas/{request}/x-max-pixel-steps"),
+            json!(limits.max_pixel_steps),
+        );
+    }
     for props in [GENERATION, OPENAI] {
         set(doc, &format!("{props}/n/maximum"), json!(limits.max_n));
         set(
