@@ -110,22 +110,10 @@ mod tests {
     use super::*;
     use crate::settings::Settings;
     use crate::state::Shared;
-    use crate::store::{Insert, Store, now_ms};
+    use crate::store::{Insert, Store};
 
     fn job(id: &str) -> Job {
-        Job {
-            id: id.into(),
-            owner: "anonymous".into(),
-            status: Status::Queued,
-            input: json!({"prompt": "p"}),
-            output: None,
-            error_code: None,
-            error_message: None,
-            created_ms: now_ms(),
-            started_ms: None,
-            completed_ms: None,
-            attempts: 0,
-        }
+        Job::queued(id.into(), "anonymous".into(), json!({"prompt": "p"}))
     }
 
     /// The kinds of a job's event stream, which must end by itself within 10 s.

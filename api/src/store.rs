@@ -92,6 +92,25 @@ pub struct Job {
     pub attempts: u32,
 }
 
+impl Job {
+    /// A new job waiting in the queue.
+    pub fn queued(id: String, owner: String, input: Value) -> Job {
+        Job {
+            id,
+            owner,
+            status: Status::Queued,
+            input,
+            output: None,
+            error_code: None,
+            error_message: None,
+            created_ms: now_ms(),
+            started_ms: None,
+            completed_ms: None,
+            attempts: 0,
+        }
+    }
+}
+
 /// A stored file.
 #[derive(Debug, Clone)]
 pub struct FileRecord {
@@ -723,19 +742,11 @@ mod tests {
     use super::*;
 
     fn job(id: &str) -> Job {
-        Job {
-            id: id.into(),
-            owner: "anonymous".into(),
-            status: Status::Queued,
-            input: serde_json::json!({"prompt": "x"}),
-            output: None,
-            error_code: None,
-            error_message: None,
-            created_ms: now_ms(),
-            started_ms: None,
-            completed_ms: None,
-            attempts: 0,
-        }
+        Job::queued(
+            id.into(),
+            "anonymous".into(),
+            serde_json::json!({"prompt": "x"}),
+        )
     }
 
     fn temp_store(name: &str) -> (Store, PathBuf) {

@@ -27,7 +27,7 @@ use crate::schema::{
     GenerationRequest, GenerationUrls, JobError,
 };
 use crate::state::{AppState, ModelState};
-use crate::store::{CancelRequest, Insert, Job, Status, now_ms};
+use crate::store::{CancelRequest, Insert, Job, Status};
 
 /// 503 unless a model is loaded; otherwise the model's schedulers.
 pub(crate) fn require_model(state: &AppState) -> Result<Vec<String>, ApiError> {
@@ -99,19 +99,11 @@ pub(crate) fn submit(
     key: Option<&str>,
     raw: &Value,
 ) -> Result<(Job, bool), ApiError> {
-    let job = Job {
-        id: ids::new_id(ids::JOB_PREFIX),
-        owner: caller.owner.clone(),
-        status: Status::Queued,
-        input: serde_json::to_value(input).map_err(ApiError::internal)?,
-        output: None,
-        error_code: None,
-        error_message: None,
-        created_ms: now_ms(),
-        started_ms: None,
-        completed_ms: None,
-        attempts: 0,
-    };
+    let job = Job::queued(
+        ids::new_id(ids::JOB_PREFIX),
+        caller.owner.clone(),
+        serde_json::to_value(input).map_err(ApiError::internal)?,
+    );
     let hash = crate::auth::sha256_hex(&raw.to_string());
     match state.store.insert_job(
         &job,
