@@ -97,6 +97,24 @@ impl ApiError {
             _ => "invalid_request_error",
         }
     }
+
+    fn body(&self) -> ErrorBody<'_> {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: &self.message,
+                param: self.param.as_deref(),
+                kind: self.kind(),
+            },
+        }
+    }
+
+    /// The JSON body alone, for the few answers written to a connection outside the router
+    /// (src/connections.rs).
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        // Serializing a struct of strings cannot fail.
+        serde_json::to_vec(&self.body()).unwrap_or_default()
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -107,15 +125,7 @@ impl std::fmt::Display for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code,
-                message: &self.message,
-                param: self.param.as_deref(),
-                kind: self.kind(),
-            },
-        };
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(s) = self.retry_after {
             response
                 .headers_mut()

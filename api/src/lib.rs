@@ -16,10 +16,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Tests build the router with [`app`] and call it with `tower::ServiceExt::oneshot`.
+//! Tests build the router with [`app`] and call it with `tower::ServiceExt::oneshot`; tests of
+//! connection handling serve it on a port of their own with [`serve_with`].
 
 mod admission;
 mod auth;
+mod connections;
 mod engine;
 mod error;
 mod hub;
@@ -40,6 +42,7 @@ mod store;
 mod worker;
 
 pub use auth::sha256_hex;
+pub use connections::serve_with;
 pub use engine::{
     EngineError, EngineEvent, EngineInfo, EngineInit, EngineJob, EngineLoader, PosterEngine,
     StepProgress, StopReason, StopToken,

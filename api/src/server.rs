@@ -1,6 +1,6 @@
 //! Running the service: bind, serve, and shut down gracefully on SIGTERM or Ctrl-C (stop
 //! accepting, let the running job finish within the grace period or requeue it, end
-//! long-lived responses, close the store).
+//! long-lived responses, close the store). Connections themselves are src/connections.rs.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::engine::EngineLoader;
 use crate::settings::Settings;
 use crate::state::{Shared, StartError};
-use crate::{routes, worker};
+use crate::{connections, worker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -51,12 +51,7 @@ pub async fn serve(settings: Settings, loader: Option<EngineLoader>) -> Result<(
             interrupt.store(true, Ordering::Relaxed);
         });
     };
-    axum::serve(
-        listener,
-        routes::app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await?;
+    connections::serve_with(listener, state.clone(), shutdown).await;
     sweeper.abort();
     state.wake_worker();
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;

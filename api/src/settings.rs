@@ -70,6 +70,16 @@ pub struct Settings {
     /// 512×512 at 30 steps on `cpu` ([`CPU_PIXEL_STEPS`]), 2048×2048 at 50 steps on a GPU
     /// ([`GPU_PIXEL_STEPS`]).
     pub max_pixel_steps: Option<u64>,
+    /// A request head (request line and headers) must arrive within this long, or the
+    /// connection is closed; the same limit closes idle keep-alive connections (1–300).
+    /// Default 10 s.
+    pub header_timeout_secs: u64,
+    /// A request body must arrive within this long of its head, or the request is answered
+    /// 408 (1–3600). Default 30 s.
+    pub body_timeout_secs: u64,
+    /// Client connections open at once; one more is answered 503 at once and closed
+    /// (1–100000). Event streams hold a connection each. Default 256.
+    pub max_connections: usize,
 }
 
 /// The default job budget on a CPU: one 512×512 image at 30 steps (minutes on a few cores).
@@ -103,6 +113,9 @@ impl Default for Settings {
             max_steps: crate::input::MAX_STEPS,
             max_n: crate::input::MAX_N,
             max_pixel_steps: None,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            max_connections: 256,
         }
     }
 }
@@ -132,6 +145,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("max_steps", Kind::Integer),
     ("max_n", Kind::Integer),
     ("max_pixel_steps", Kind::Integer),
+    ("header_timeout_secs", Kind::Integer),
+    ("body_timeout_secs", Kind::Integer),
+    ("max_connections", Kind::Integer),
 ];
 
 #[derive(Clone, Copy)]
@@ -263,6 +279,15 @@ impl Settings {
                 "max_pixel_steps must be at least {smallest} (one {MIN_SIDE}x{MIN_SIDE} image at one step)"
             ));
         }
+        if !(1..=300).contains(&self.header_timeout_secs) {
+            return Err("header_timeout_secs must be 1 to 300".into());
+        }
+        if !(1..=3600).contains(&self.body_timeout_secs) {
+            return Err("body_timeout_secs must be 1 to 3600".into());
+        }
+        if !(1..=100_000).contains(&self.max_connections) {
+            return Err("max_connections must be 1 to 100000".into());
+        }
         for h in &self.api_key_hashes {
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!(
@@ -332,5 +357,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("SHA-256"), "{e}");
+    }
+
+    #[test]
+    fn connection_limits_must_be_usable() {
+        for (key, value) in [
+            ("LETTERPRESS_HEADER_TIMEOUT_SECS", "0"),
+            ("LETTERPRESS_BODY_TIMEOUT_SECS", "86400"),
+            ("LETTERPRESS_MAX_CONNECTIONS", "0"),
+        ] {
+            let e = Settings::load(None, env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            let setting = key["LETTERPRESS_".len()..].to_ascii_lowercase();
+            assert!(e.contains(&setting), "{e}");
+        }
+        let s = Settings::load(None, env(&[("LETTERPRESS_MAX_CONNECTIONS", "8")])).unwrap();
+        assert_eq!((s.max_connections, s.header_timeout_secs), (8, 10));
     }
 }
