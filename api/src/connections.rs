@@ -199,7 +199,7 @@ fn check_head(req: &Request<Incoming>, limits: &Limits) -> Option<ApiError> {
     // hyper's lower bound is the Content-Length it parsed (0 for a chunked body, which the
     // router's body limit counts instead).
     if req.body().size_hint().lower() > limits.max_body_bytes as u64 {
-        return Some(body_too_large(limits.max_body_bytes));
+        return Some(ApiError::body_too_large(limits.max_body_bytes));
     }
     None
 }
@@ -220,16 +220,6 @@ fn headers_too_large() -> ApiError {
             "the request headers are over this server's limits: {MAX_HEADER_BYTES} bytes, \
              100 fields"
         ),
-    )
-}
-
-/// The code and message of `JsonBody`'s 413 (routes/mod.rs), so that a client gets one answer
-/// whether the size was declared or counted; a test holds the two equal.
-fn body_too_large(max_body_bytes: usize) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "request_too_large",
-        format!("the request body is over this server's limit of {max_body_bytes} bytes"),
     )
 }
 
@@ -556,7 +546,7 @@ mod tests {
 
     #[test]
     fn closing_answers_are_whole_json_answers() {
-        let answer = closing_answer(&body_too_large(1024));
+        let answer = closing_answer(&ApiError::body_too_large(1024));
         let text = String::from_utf8(answer).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(

@@ -57,6 +57,15 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_value", message).with_param(param)
     }
 
+    /// 413: the body (declared, or counted as it arrives) is over `max_body_bytes`.
+    pub fn body_too_large(max_body_bytes: usize) -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            format!("the request body is over this server's limit of {max_body_bytes} bytes"),
+        )
+    }
+
     pub fn not_found(what: &str) -> Self {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -191,14 +191,7 @@ impl FromRequest<AppState> for JsonBody {
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request_too_large",
-                    format!(
-                        "the request body is over this server's limit of {} bytes",
-                        state.settings.max_body_bytes
-                    ),
-                )
+                ApiError::body_too_large(state.settings.max_body_bytes)
             } else {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
