@@ -49,6 +49,9 @@ function startServer(args: string[], dataDir: string): Promise<Server> {
         // Figma plug-ins fetch from sandboxed iframes, whose origin is `null`.
         LETTERPRESS_CORS_ORIGINS: "null",
         LETTERPRESS_RATE_LIMIT_PER_MINUTE: "0",
+        // The cancel test runs 150 steps at 512x512: seconds for the tiny fixture model, but
+        // over the job budget a CPU server sets for real models (512x512 at 30 steps).
+        LETTERPRESS_MAX_PIXEL_STEPS: String(512 * 512 * 150),
         LETTERPRESS_LOG: "info",
       },
       stdio: ["ignore", "pipe", "pipe"],
