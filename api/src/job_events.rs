@@ -69,8 +69,8 @@ pub fn emit_end(state: &AppState, job_id: &str) {
 }
 
 /// Adds the terminal event to an ended job that lacks one (a database from an older version,
-/// or an event that failed to store) and broadcasts it. True when the job has ended.
-pub fn ensure_ended(state: &AppState, job: &Job) -> bool {
+/// or an event that failed to store) and broadcasts it. True when it was added now.
+pub fn add_missing_end(state: &AppState, job: &Job) -> bool {
     let Some((kind, data)) = terminal_event(job) else {
         return false;
     };
@@ -78,11 +78,16 @@ pub fn ensure_ended(state: &AppState, job: &Job) -> bool {
         .store
         .add_terminal_event_if_missing(&job.id, kind, &data)
     {
-        Ok(Some(seq)) => publish(state, &job.id, seq, kind, data),
-        Ok(None) => {}
-        Err(e) => tracing::error!(job = %job.id, error = %e, "storing a terminal event"),
+        Ok(Some(seq)) => {
+            publish(state, &job.id, seq, kind, data);
+            true
+        }
+        Ok(None) => false,
+        Err(e) => {
+            tracing::error!(job = %job.id, error = %e, "storing a terminal event");
+            false
+        }
     }
-    true
 }
 
 /// The events of the jobs start-up recovery moved: `requeued` for those that run again,
@@ -118,7 +123,13 @@ mod tests {
 
     /// The kinds of a job's event stream, which must end by itself within 10 s.
     async fn stream_kinds(state: &AppState, id: &str) -> Vec<String> {
+        stream_kinds_after(state, id, 0).await
+    }
+
+    /// The same, resuming after event `after` (`Last-Event-ID`).
+    async fn stream_kinds_after(state: &AppState, id: &str, after: i64) -> Vec<String> {
         let req = Request::get(format!("/v1/generations/{id}/events"))
+            .header("last-event-id", after.to_string())
             .body(Body::empty())
             .unwrap();
         let res = crate::routes::app(state.clone())
@@ -186,7 +197,8 @@ mod tests {
         let error = Some(("timeout", "too slow"));
         state.store.finish(id, Status::Failed, None, error).unwrap();
         assert_eq!(stream_kinds(&state, id).await, ["queued", "failed"]);
-        // Stored now: a second listener replays it.
+        // Stored now: a second listener replays it; one resuming after it gets nothing more.
         assert_eq!(stream_kinds(&state, id).await, ["queued", "failed"]);
+        assert!(stream_kinds_after(&state, id, 2).await.is_empty());
     }
 }

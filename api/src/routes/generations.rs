@@ -21,7 +21,7 @@ use crate::hub::is_terminal_kind;
 use crate::ids;
 use crate::input::{GenerationInput, MAX_IDEMPOTENCY_KEY};
 use crate::job_error::JobErrorCode;
-use crate::job_events::{emit, emit_end, ensure_ended};
+use crate::job_events::{add_missing_end, emit, emit_end};
 use crate::schema::{
     FileRef, Generation, GenerationEvent, GenerationFiles, GenerationId, GenerationOutput,
     GenerationRequest, GenerationUrls, JobError,
@@ -382,7 +382,6 @@ async fn stream_events(
     let mut shutdown = state.shutdown.subscribe();
     let mut recheck = tokio::time::interval(STREAM_RECHECK);
     recheck.tick().await;
-    let mut repaired = false;
     loop {
         // Stored events first: they cover everything published before we subscribed.
         let stored = match state.store.events_after(&id, after) {
@@ -406,13 +405,12 @@ async fn stream_events(
         // Every stored event is sent and none ended the stream: if the job has ended all the
         // same, its terminal event is written now and the replay above sends it.
         match state.store.job(&id) {
+            // Written now: the replay sends it. Otherwise the client resumed past it.
             Ok(Some(job)) if job.status.is_terminal() => {
-                if repaired {
-                    tracing::error!(job = %id, "an ended job has no terminal event to send");
-                    return;
+                if add_missing_end(&state, &job) {
+                    continue;
                 }
-                repaired = ensure_ended(&state, &job);
-                continue;
+                return;
             }
             Ok(_) => {}
             Err(e) => {
