@@ -291,6 +291,42 @@ fn a_job_killed_twice_fails_and_its_event_stream_ends() {
 }
 
 #[test]
+fn an_openai_request_whose_client_disconnects_cancels_its_job() {
+    use std::io::Write;
+    let budget = [("LETTERPRESS_MAX_PIXEL_STEPS", "100000000")];
+    let server = Server::start(&temp_dir("disconnect"), &budget);
+    let body = json!({"prompt": "'LONG'", "size": "256x256", "steps": 150}).to_string();
+    let addr = server.base.trim_start_matches("http://").to_string();
+    let mut client = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        client,
+        "POST /v1/images/generations HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let running = |server: &Server, status: &str| {
+        let metrics = String::from_utf8(server.get("/metrics").1).unwrap();
+        metrics.contains(&format!("letterpress_jobs{{status=\"{status}\"}} 1"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !running(&server, "running") {
+        assert!(Instant::now() < deadline, "the job never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !running(&server, "canceled") {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned job was not canceled"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.terminate();
+}
+
+#[test]
 fn openai_python_client_works_against_the_server() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = root.join(".venv/bin/python");
