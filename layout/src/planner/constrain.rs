@@ -103,10 +103,13 @@ impl Constraint {
                 })
             }
             // llama-cpp-python's schema converter ignores minimum/maximum: an enum it honours.
+            // It also writes a key holding `"` or `\` into a grammar it cannot parse (and the
+            // server dies), so those characters are replaced in the keys.
             Constraint::JsonObject => {
+                let keys: Vec<String> = keywords.iter().map(|k| json_object_key(k)).collect();
                 body["response_format"] = json!({
                     "type": "json_object",
-                    "schema": layout_schema(keywords, Bounds::Enum),
+                    "schema": layout_schema(&keys, Bounds::Enum),
                 })
             }
             Constraint::Auto | Constraint::None => {}
@@ -192,26 +195,40 @@ pub fn json_answer_as_td2(answer: &str, keywords: &[String]) -> Option<String> {
     let Value::Object(map) = serde_json::from_str::<Value>(trimmed).ok()? else {
         return None;
     };
-    let mut keys: Vec<&String> = keywords.iter().filter_map(|k| find_key(&map, k)).collect();
-    keys.extend(map.keys().filter(|k| !keys.contains(k)).collect::<Vec<_>>());
+    // (text to write, key in the answer): keywords in order, then any other key.
+    let mut keys: Vec<(&str, &String)> = keywords
+        .iter()
+        .filter_map(|k| Some((k.as_str(), find_key(&map, k)?)))
+        .collect();
+    let known: Vec<&String> = keys.iter().map(|(_, key)| *key).collect();
+    keys.extend(
+        map.keys()
+            .filter(|k| !known.contains(k))
+            .map(|k| (k.as_str(), k)),
+    );
     let lines: Vec<String> = keys
         .into_iter()
-        .filter_map(|k| {
-            let [l, t, r, b] = coordinates(&map[k])?;
-            Some(format!(
-                "{} {l},{t},{r},{b}",
-                k.split_whitespace().collect::<Vec<_>>().join(" ")
-            ))
+        .filter_map(|(text, key)| {
+            let [l, t, r, b] = coordinates(&map[key])?;
+            let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            Some(format!("{text} {l},{t},{r},{b}"))
         })
         .collect();
     Some(lines.join("\n"))
 }
 
+/// A keyword as a `json_object` schema key: `"` → `'`, `\` → `/`.
+fn json_object_key(keyword: &str) -> String {
+    keyword.replace('"', "'").replace('\\', "/")
+}
+
+/// The answer's key for `keyword`: itself, its `json_object` key, or either in another case.
 fn find_key<'a>(map: &'a serde_json::Map<String, Value>, keyword: &str) -> Option<&'a String> {
-    map.keys().find(|k| *k == keyword).or_else(|| {
-        map.keys()
-            .find(|k| k.to_lowercase() == keyword.to_lowercase())
-    })
+    let safe = json_object_key(keyword);
+    let same = |k: &str, w: &str| k == w || k.to_lowercase() == w.to_lowercase();
+    map.keys()
+        .find(|k| same(k, keyword))
+        .or_else(|| map.keys().find(|k| same(k, &safe)))
 }
 
 fn coordinates(v: &Value) -> Option<[f64; 4]> {
@@ -300,6 +317,11 @@ mod tests {
             "SALE 1,2,30,40\ntoday only 1,50,30,60"
         );
         assert_eq!(json_answer_as_td2("SALE 1,2,3,4", &k), None);
+        let quoted = vec!["say \"hi\"".to_string()];
+        assert_eq!(
+            json_answer_as_td2(r#"{"say 'hi'": [1, 2, 3, 4]}"#, &quoted).unwrap(),
+            "say \"hi\" 1,2,3,4"
+        );
         assert_eq!(json_answer_as_td2(r#"{"SALE": "x"}"#, &k).unwrap(), "");
     }
 }
