@@ -159,6 +159,9 @@ pub fn run(args: LlmBenchArgs) -> Result<()> {
                 plan.planner,
                 took.as_secs_f64()
             );
+            if plan.planner != "llm" {
+                eprintln!("   {:?}", plan.warnings);
+            }
             tally.add(&plan, &keywords, &renderer, took);
         }
         let n = args.prompts;

@@ -196,7 +196,10 @@ fn smollm2_plans_twenty_valid_layouts() {
         "SmolLM2-135M: 20 prompts, {used} layouts wholly from the LLM, {completed} completed by the typographic planner, {fell_back} fell back"
     );
     // Under the grammar every answer parses (measured 20 of 20; unconstrained, 0 of 20).
-    assert!(fell_back <= 1, "{fell_back} of 20 answers unusable under the grammar");
+    assert!(
+        fell_back <= 1,
+        "{fell_back} of 20 answers unusable under the grammar"
+    );
 }
 
 #[test]
@@ -214,11 +217,16 @@ fn smollm2_json_object_mode_and_an_edit() {
         usable += usize::from(plan.planner != "typographic");
         assert!(is_tidy(&plan.layout), "{prompt}: {:?}", plan.layout.lines);
     }
-    assert_eq!(usable, 3, "llama-cpp-python's JSON mode with an enum schema parses");
+    assert_eq!(
+        usable, 3,
+        "llama-cpp-python's JSON mode with an enum schema parses"
+    );
 
     let grammar = LlmPlanner::new(config(&url, Constraint::Grammar), &renderer);
     let prompt = PROMPTS[5];
-    let first = grammar.plan(prompt, &extract_keywords(prompt), 512, 512, 1).unwrap();
+    let first = grammar
+        .plan(prompt, &extract_keywords(prompt), 512, 512, 1)
+        .unwrap();
     let edited = grammar
         .edit(prompt, &first.layout, "move Friday 9pm to the bottom", 2)
         .unwrap_or_else(|e| panic!("edit: {e}"));

@@ -89,22 +89,46 @@ async fn layouts_edit_a_previous_layout_through_messages() {
     let r = post(
         &state,
         "/v1/layouts",
-        edit(previous.clone(), "make the title larger and move the date to the bottom"),
+        edit(
+            previous.clone(),
+            "make the title larger and move the date to the bottom",
+        ),
     )
     .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
     let plan = r.json();
     assert_eq!(plan["planner"], "edit");
     assert_eq!(plan["lines"][0]["bbox"], json!([6, 28, 506, 153]));
     assert_eq!(plan["lines"][1]["bbox"][3], 492);
     assert_eq!(plan["keywords"], json!(["Jazz Night", "Friday 9pm"]));
     // The previous layout as TextDiffuser-2 lines works too.
-    let r = post(&state, "/v1/layouts", edit(json!("Jazz Night 14,10,114,35\nFriday 9pm 39,40,89,50"), "align the date left")).await;
+    let r = post(
+        &state,
+        "/v1/layouts",
+        edit(
+            json!("Jazz Night 14,10,114,35\nFriday 9pm 39,40,89,50"),
+            "align the date left",
+        ),
+    )
+    .await;
     assert_eq!(r.json()["lines"][1]["align"], "left");
 
     let cases = [
-        (edit(previous.clone(), "make it pop"), "messages", "Understood edits"),
-        (edit(json!("no layout here"), "make it larger"), "messages[1].content", "holds no layout"),
+        (
+            edit(previous.clone(), "make it pop"),
+            "messages",
+            "Understood edits",
+        ),
+        (
+            edit(json!("no layout here"), "make it larger"),
+            "messages[1].content",
+            "holds no layout",
+        ),
         (
             json!({"prompt": "p", "messages": [{"role": "assistant", "content": previous.clone()}]}),
             "messages",
@@ -127,7 +151,9 @@ async fn layouts_edit_a_previous_layout_through_messages() {
         ),
     ];
     for (body, param, words) in cases {
-        let (_, message, p) = post(&state, "/v1/layouts", body.clone()).await.error(StatusCode::BAD_REQUEST);
+        let (_, message, p) = post(&state, "/v1/layouts", body.clone())
+            .await
+            .error(StatusCode::BAD_REQUEST);
         assert_eq!(p.as_deref(), Some(param), "{body}: {message}");
         assert!(message.contains(words), "{body}: {message}");
     }
