@@ -36,6 +36,7 @@ pub fn edit_layout(
     if layout.lines.is_empty() {
         return Err(unclear(instruction, "the layout has no lines to edit"));
     }
+    check_canvas(layout)?;
     let PlannerChoice::Llm(config) = planner else {
         return edit_deterministic(measure, layout, instruction, seed);
     };
@@ -62,12 +63,15 @@ pub fn edit_deterministic(
     instruction: &str,
     seed: u64,
 ) -> Result<Plan, LayoutError> {
+    check_canvas(layout)?;
     let clauses = clauses(instruction);
     if clauses.is_empty() {
         return Err(unclear(instruction, "it is empty"));
     }
     let mut edited = layout.clone();
     let (mut warnings, mut pinned) = (Vec::new(), Vec::new());
+    // Boxes inside the canvas first, so the edits' arithmetic stays small.
+    tidy::snap_inside(&mut edited, &mut warnings);
     for clause in clauses {
         let change = change(&clause)
             .ok_or_else(|| unclear(instruction, &format!("{clause:?} names no change")))?;
@@ -96,6 +100,22 @@ pub fn edit_deterministic(
         seed,
         font_px: Vec::new(),
         warnings,
+    })
+}
+
+/// Largest canvas side an edit accepts: box arithmetic stays far from `i32`'s limits.
+const MAX_EDIT_SIDE: u32 = 16384;
+
+fn check_canvas(layout: &Layout) -> Result<(), LayoutError> {
+    let side = 1..=MAX_EDIT_SIDE;
+    if side.contains(&layout.width) && side.contains(&layout.height) {
+        return Ok(());
+    }
+    Err(LayoutError::CanvasSize {
+        width: layout.width,
+        height: layout.height,
+        min: 1,
+        max: MAX_EDIT_SIDE,
     })
 }
 
@@ -364,6 +384,18 @@ mod tests {
         .unwrap();
         assert_eq!(plan.layout.lines[1].align, Some(Align::Left));
         assert_eq!(plan.layout.lines[0].bbox.top, 20);
+    }
+
+    #[test]
+    fn wild_boxes_and_canvases_are_errors_or_fixed_never_panics() {
+        let mut wild = poster();
+        wild.lines[1].bbox = BBox::new(i32::MIN, i32::MIN, i32::MAX, i32::MAX);
+        let plan = edit_deterministic(&FixedMeasure, &wild, "make everything larger", 1).unwrap();
+        assert!(tidy::is_tidy(&plan.layout), "{:?}", plan.layout);
+        let mut empty = poster();
+        empty.width = 0;
+        let err = edit_deterministic(&FixedMeasure, &empty, "make it larger", 1).unwrap_err();
+        assert!(matches!(err, LayoutError::CanvasSize { .. }), "{err}");
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub fn tidy_pinned(
     pinned: &[usize],
 ) -> Result<Vec<String>, LayoutError> {
     let mut warnings = Vec::new();
+    if layout.width == 0
+        || layout.height == 0
+        || layout.width.max(layout.height) > i32::MAX as u32 / 4
+    {
+        return Ok(warnings); // no canvas to tidy on; the planners refuse such canvases first
+    }
     snap_inside(layout, &mut warnings);
     let min_px = MIN_TEXT_PX_AT_512 * layout.width.min(layout.height) as f32 / 512.0;
     let mut needed = Vec::with_capacity(layout.lines.len());
@@ -71,7 +77,7 @@ fn canvas(layout: &Layout) -> BBox {
 
 /// Moves each box inside the canvas (a box larger than the canvas is cut to it) and gives an
 /// empty box one pixel.
-fn snap_inside(layout: &mut Layout, warnings: &mut Vec<String>) {
+pub(crate) fn snap_inside(layout: &mut Layout, warnings: &mut Vec<String>) {
     let (cw, ch) = (layout.width as i32, layout.height as i32);
     for line in &mut layout.lines {
         let b = line.bbox;
