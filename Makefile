@@ -2,7 +2,7 @@
 # (idempotent; seconds when everything is already there).
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench bench-unet bench-pipeline bench-load fixtures embedded-init fuzz-api
+.PHONY: setup demo test lint bench bench-llm bench-unet bench-pipeline bench-load fixtures embedded-init fuzz-api
 
 setup:
 	@scripts/setup
@@ -18,7 +18,9 @@ demo: setup
 	@bash -c "time target/release/letterpress poster \"a navy gradient poster with the words 'Letterpress' and 'DEMO'\" \
 		--seed 7 -o out/poster.png --save-mask out/poster-mask.png"
 
+# The tests also need the real small LLM (llama-cpp-python; built once per machine).
 test: setup
+	@scripts/setup --llm
 	$(CARGO) test --workspace
 
 lint:
@@ -53,6 +55,13 @@ fuzz-api: setup
 	@scripts/setup --bench
 	$(CARGO) build --release --quiet
 	scripts/fuzz-api
+
+# The LLM planner with SmolLM2-135M-Instruct on llama-cpp-python, constraints on and off
+# (docs/llm-planner.md, "Measured").
+bench-llm: setup
+	@scripts/setup --llm
+	$(CARGO) build --release --quiet
+	tools/bench_llm_planner.sh
 
 # ControlNet + UNet forward (SD 1.5 configuration, random weights) against diffusers.
 bench-unet:

@@ -24,6 +24,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 20000)]
         n: usize,
     },
+    /// The LLM planner against a running server, per constraint mode: usable answers, valid
+    /// layouts after tidying, overlaps, time per plan (tools/bench_llm_planner.sh).
+    Llm(crate::bench_llm::LlmBenchArgs),
     /// One ControlNet + UNet forward (SD 1.5 configuration) against diffusers
     /// (tools/bench_unet_diffusers.py).
     Unet(crate::bench_unet::UnetBenchArgs),
@@ -42,6 +45,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Render { n, python } => crate::bench_render::run(n, python),
         BenchCommand::Layout { n } => crate::bench_layout::run(n),
+        BenchCommand::Llm(args) => crate::bench_llm::run(args),
         BenchCommand::Unet(args) => crate::bench_unet::run(args),
         BenchCommand::Ocr(args) => crate::bench_ocr::run(args),
         BenchCommand::Pipeline(args) => crate::bench_pipeline::run(args),

@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use letterpress_layout::{
-    LlmApi, LlmConfig, LlmPlanner, TypographicPlanner, extract_keywords, parse_keyword_list, td2,
+    Constraint, Layout, LlmApi, LlmConfig, LlmPlanner, Plan, PlannerChoice, TypographicPlanner,
+    edit_layout, extract_keywords, parse_keyword_list, td2,
 };
 use letterpress_render::Renderer;
 
@@ -28,10 +29,21 @@ enum Api {
     Completions,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Constrain {
+    Auto,
+    Grammar,
+    JsonSchema,
+    JsonObject,
+    None,
+}
+
 #[derive(Args)]
 pub struct LayoutArgs {
     /// The poster prompt; text in quotes becomes the keywords unless --keywords is given.
-    prompt: String,
+    /// With --from, default: the prompt recorded in that file.
+    #[arg(required_unless_present = "from")]
+    prompt: Option<String>,
     /// Keywords, `/`-separated (`'SALE/today only'`).
     #[arg(long)]
     keywords: Option<String>,
@@ -59,9 +71,21 @@ pub struct LayoutArgs {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 60.0)]
     llm_timeout: f64,
+    /// How the LLM's answer is constrained: `auto` tries a GBNF grammar (llama.cpp), then a
+    /// strict JSON schema (OpenAI, vLLM), then llama-cpp-python's JSON mode, then none, and
+    /// remembers per server what worked.
+    #[arg(long, value_enum, default_value = "auto")]
+    llm_constrain: Constrain,
     /// Fail instead of falling back to the typographic planner when the LLM's answer is unusable.
     #[arg(long)]
     strict: bool,
+    /// Edit the layout given with --from as this instruction says ("make the title larger and
+    /// move the date to the bottom"): by the LLM with --planner llm, else the understood edits.
+    #[arg(long, requires = "from")]
+    edit: Option<String>,
+    /// A layout JSON (as this command writes it) to edit.
+    #[arg(long, requires = "edit")]
+    from: Option<PathBuf>,
     /// Seed; random (and reported) when absent.
     #[arg(long)]
     seed: Option<u64>,
@@ -90,11 +114,6 @@ pub fn parse_size(size: &str) -> Result<(u32, u32)> {
 }
 
 pub fn run(args: LayoutArgs) -> Result<()> {
-    let (width, height) = parse_size(&args.size)?;
-    let keywords = match &args.keywords {
-        Some(list) => parse_keyword_list(list),
-        None => extract_keywords(&args.prompt),
-    };
     let seed = args.seed.unwrap_or_else(rand::random);
     let renderer = match &args.font {
         Some(font) => Renderer::new(letterpress_render::RenderOptions {
@@ -103,28 +122,9 @@ pub fn run(args: LayoutArgs) -> Result<()> {
         })?,
         None => Renderer::with_default_font()?,
     };
-    let plan = match args.planner {
-        PlannerKind::Typographic => {
-            let mut planner = TypographicPlanner::new(&renderer);
-            if let Some(font) = &args.font {
-                planner = planner.with_font(font.clone());
-            }
-            planner.plan(width, height, &keywords, seed)?
-        }
-        PlannerKind::Llm => {
-            let Some(url) = &args.llm_url else {
-                bail!("--planner llm needs --llm-url (or LETTERPRESS_LLM_URL)")
-            };
-            let mut config = LlmConfig::new(url.clone(), args.llm_model.clone());
-            config.api = match args.llm_api {
-                Api::Chat => LlmApi::Chat,
-                Api::Completions => LlmApi::Completions,
-            };
-            config.temperature = args.temperature;
-            config.timeout = Duration::from_secs_f64(args.llm_timeout.max(0.1));
-            config.strict = args.strict;
-            LlmPlanner::new(config, &renderer).plan(&args.prompt, &keywords, width, height, seed)?
-        }
+    let (plan, prompt, keywords) = match (&args.edit, &args.from) {
+        (Some(instruction), Some(from)) => edit(&args, &renderer, instruction, from, seed)?,
+        _ => plan(&args, &renderer, seed)?,
     };
     for w in &plan.warnings {
         eprintln!("warning: {w}");
@@ -132,7 +132,7 @@ pub fn run(args: LayoutArgs) -> Result<()> {
     match args.format {
         Format::Json => {
             let mut value = serde_json::to_value(&plan)?;
-            value["prompt"] = serde_json::json!(args.prompt);
+            value["prompt"] = serde_json::json!(prompt);
             value["keywords"] = serde_json::json!(keywords);
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
@@ -147,4 +147,79 @@ pub fn run(args: LayoutArgs) -> Result<()> {
         eprintln!("mask: {}", path.display());
     }
     Ok(())
+}
+
+/// The LLM planner's settings from the flags, `None` for the typographic planner.
+fn llm_config(args: &LayoutArgs) -> Result<Option<LlmConfig>> {
+    if matches!(args.planner, PlannerKind::Typographic) {
+        return Ok(None);
+    }
+    let Some(url) = &args.llm_url else {
+        bail!("--planner llm needs --llm-url (or LETTERPRESS_LLM_URL)")
+    };
+    let mut config = LlmConfig::new(url.clone(), args.llm_model.clone());
+    config.api = match args.llm_api {
+        Api::Chat => LlmApi::Chat,
+        Api::Completions => LlmApi::Completions,
+    };
+    config.temperature = args.temperature;
+    config.timeout = Duration::from_secs_f64(args.llm_timeout.max(0.1));
+    config.strict = args.strict;
+    config.constrain = match args.llm_constrain {
+        Constrain::Auto => Constraint::Auto,
+        Constrain::Grammar => Constraint::Grammar,
+        Constrain::JsonSchema => Constraint::JsonSchema,
+        Constrain::JsonObject => Constraint::JsonObject,
+        Constrain::None => Constraint::None,
+    };
+    Ok(Some(config))
+}
+
+/// A new plan: (plan, prompt, keywords).
+fn plan(args: &LayoutArgs, renderer: &Renderer, seed: u64) -> Result<(Plan, String, Vec<String>)> {
+    let prompt = args.prompt.clone().unwrap_or_default();
+    let (width, height) = parse_size(&args.size)?;
+    let keywords = match &args.keywords {
+        Some(list) => parse_keyword_list(list),
+        None => extract_keywords(&prompt),
+    };
+    let plan = match llm_config(args)? {
+        None => {
+            let mut planner = TypographicPlanner::new(renderer);
+            if let Some(font) = &args.font {
+                planner = planner.with_font(font.clone());
+            }
+            planner.plan(width, height, &keywords, seed)?
+        }
+        Some(config) => {
+            LlmPlanner::new(config, renderer).plan(&prompt, &keywords, width, height, seed)?
+        }
+    };
+    Ok((plan, prompt, keywords))
+}
+
+/// An edit of the layout in `from`: (plan, prompt, keywords).
+fn edit(
+    args: &LayoutArgs,
+    renderer: &Renderer,
+    instruction: &str,
+    from: &std::path::Path,
+    seed: u64,
+) -> Result<(Plan, String, Vec<String>)> {
+    let json = std::fs::read_to_string(from)
+        .with_context(|| format!("reading --from {}", from.display()))?;
+    let layout = Layout::from_json(&json).with_context(|| format!("--from {}", from.display()))?;
+    let recorded: serde_json::Value = serde_json::from_str(&json)?;
+    let prompt = match &args.prompt {
+        Some(p) => p.clone(),
+        None => recorded["prompt"].as_str().unwrap_or_default().to_string(),
+    };
+    let choice = match llm_config(args)? {
+        Some(config) => PlannerChoice::Llm(config),
+        None => PlannerChoice::Typographic,
+    };
+    let plan = edit_layout(renderer, &choice, &prompt, &layout, instruction, seed)
+        .map_err(|e| anyhow::anyhow!("--edit: {e}"))?;
+    let keywords = plan.layout.lines.iter().map(|l| l.text.clone()).collect();
+    Ok((plan, prompt, keywords))
 }

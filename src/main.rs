@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_layout;
+mod bench_llm;
 mod bench_load;
 mod bench_ocr;
 mod bench_pipeline;

@@ -105,3 +105,61 @@ fn bad_arguments_are_clear_errors() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn edits_change_a_written_layout_or_say_what_is_understood() {
+    let out = letterpress(&[
+        "layout",
+        "a jazz poster 'Jazz Night' 'Friday 9pm' 'free entry'",
+        "--seed",
+        "3",
+    ]);
+    assert!(out.status.success());
+    let path = std::env::temp_dir().join(format!("lp-edit-{}.json", std::process::id()));
+    std::fs::write(&path, &out.stdout).unwrap();
+    let before: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let from = path.to_str().unwrap();
+    let instruction = "make the title larger and move the date to the bottom";
+    let out = letterpress(&[
+        "layout",
+        "--edit",
+        instruction,
+        "--from",
+        from,
+        "--seed",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(after["planner"], "edit");
+    assert_eq!(
+        after["prompt"], before["prompt"],
+        "the prompt comes from the file"
+    );
+    let side = |v: &serde_json::Value, line: usize, i: usize| {
+        v["lines"][line]["bbox"][i].as_i64().unwrap()
+    };
+    assert!(side(&after, 0, 2) - side(&after, 0, 0) > side(&before, 0, 2) - side(&before, 0, 0));
+    assert_eq!(
+        side(&after, 1, 3),
+        512 - 20,
+        "the date sits on the bottom margin"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning: made larger"), "{stderr}");
+
+    let out = letterpress(&["layout", "--edit", "make it pop", "--from", from]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--edit")
+            && stderr.contains("Understood edits")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(&path);
+}

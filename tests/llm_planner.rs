@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use letterpress_layout::td2::{planner_prompt, vicuna_wrap};
-use letterpress_layout::{LayoutError, LlmApi, LlmConfig, LlmPlanner};
+use letterpress_layout::{Constraint, LayoutError, LlmApi, LlmConfig, LlmPlanner};
 use letterpress_render::Renderer;
 use serde_json::{Value, json};
 
@@ -300,4 +300,178 @@ fn unreachable_server_falls_back_or_fails_in_strict_mode() {
         .unwrap_err();
     assert!(matches!(err, LayoutError::Llm { .. }), "{err}");
     assert!(err.to_string().contains("after 2 attempts"), "{err}");
+}
+
+// --- Constrained decoding: the request each server family receives (docs/llm-planner.md) ---
+
+fn json_answer() -> (u16, String) {
+    chat_answer(
+        r#"{"Coffee": {"left": 20, "top": 14, "right": 108, "bottom": 44}, "open daily": {"left": 32, "top": 90, "right": 96, "bottom": 106}}"#,
+    )
+}
+
+fn plan_with(c: LlmConfig) -> letterpress_layout::Plan {
+    let renderer = Renderer::with_default_font().unwrap();
+    LlmPlanner::new(c, &renderer)
+        .plan(PROMPT, &keywords(), 512, 512, 7)
+        .unwrap()
+}
+
+#[test]
+fn llama_cpp_family_gets_a_grammar_and_nothing_else() {
+    let stub = Stub::start(vec![chat_answer(
+        "Coffee 20,14,108,44\nopen daily 32,90,96,106\n",
+    )]);
+    let plan = plan_with(config(&stub));
+    assert_eq!(plan.planner, "llm");
+    let body = &stub.requests()[0].body;
+    let grammar = body["grammar"].as_str().unwrap();
+    assert!(grammar.starts_with("root ::= line0 line1\n"), "{grammar}");
+    assert!(grammar.contains("line1 ::= \"open daily \" box \"\\n\""));
+    assert!(body.get("response_format").is_none(), "never both fields");
+    assert_eq!(
+        body["messages"][0]["content"],
+        planner_prompt(PROMPT, &keywords())
+    );
+    // What worked is remembered: the next plan asks in the same mode, once.
+    plan_with(config(&stub));
+    assert_eq!(stub.requests().len(), 2);
+    assert!(stub.requests()[1].body.get("grammar").is_some());
+}
+
+#[test]
+fn openai_refuses_the_grammar_and_gets_a_strict_json_schema() {
+    let refusal = (
+        400,
+        r#"{"error":{"message":"Unrecognized request argument supplied: grammar","type":"invalid_request_error","param":null}}"#.to_string(),
+    );
+    let stub = Stub::start(vec![refusal, json_answer()]);
+    let plan = plan_with(config(&stub));
+    assert_eq!(plan.planner, "llm", "{:?}", plan.warnings);
+    let requests = stub.requests();
+    assert_eq!(requests.len(), 2);
+    let format = &requests[1].body["response_format"];
+    assert_eq!(format["type"], "json_schema");
+    assert_eq!(format["json_schema"]["strict"], true);
+    let schema = &format["json_schema"]["schema"];
+    assert_eq!(schema["required"], json!(["Coffee", "open daily"]));
+    assert_eq!(schema["additionalProperties"], false);
+    let left = &schema["properties"]["Coffee"]["properties"]["left"];
+    assert_eq!(
+        left,
+        &json!({"type": "integer", "minimum": 0, "maximum": 128})
+    );
+    assert!(requests[1].body.get("grammar").is_none());
+    let content = requests[1].body["messages"][0]["content"].as_str().unwrap();
+    assert!(content.contains("JSON"), "{content}");
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("refused the grammar"))
+    );
+    let lines: Vec<_> = plan.layout.lines.iter().map(|l| l.bbox).collect();
+    assert_eq!(lines[0], letterpress_layout::BBox::new(80, 56, 432, 176));
+}
+
+#[test]
+fn vllm_ignores_the_grammar_and_gets_a_json_schema() {
+    let stub = Stub::start(vec![
+        chat_answer("Sure! Coffee goes at the top."),
+        json_answer(),
+    ]);
+    let plan = plan_with(config(&stub));
+    assert_eq!(plan.planner, "llm", "{:?}", plan.warnings);
+    let requests = stub.requests();
+    assert!(requests[0].body.get("grammar").is_some());
+    assert_eq!(requests[1].body["response_format"]["type"], "json_schema");
+    assert!(
+        plan.warnings
+            .iter()
+            .any(|w| w.contains("ignored the grammar"))
+    );
+}
+
+#[test]
+fn llama_cpp_python_json_object_mode_uses_an_enum() {
+    let stub = Stub::start(vec![json_answer()]);
+    let mut c = config(&stub);
+    c.constrain = Constraint::JsonObject;
+    let plan = plan_with(c);
+    assert_eq!(plan.planner, "llm");
+    let format = &stub.requests()[0].body["response_format"];
+    assert_eq!(format["type"], "json_object");
+    let left = &format["schema"]["properties"]["open daily"]["properties"]["left"];
+    assert_eq!(left["enum"].as_array().unwrap().len(), 129);
+    assert!(left.get("minimum").is_none());
+}
+
+#[test]
+fn explicit_modes_never_fall_back_and_none_sends_no_constraint() {
+    let stub = Stub::start(vec![(
+        500,
+        r#"{"error":{"message":"response_format: Input should be 'text' or 'json_object'"}}"#
+            .into(),
+    )]);
+    let mut c = config(&stub);
+    c.constrain = Constraint::JsonSchema;
+    c.retries = 0;
+    c.strict = true;
+    let renderer = Renderer::with_default_font().unwrap();
+    let err = LlmPlanner::new(c, &renderer)
+        .plan(PROMPT, &keywords(), 512, 512, 7)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("HTTP 500") && err.contains("response_format"),
+        "{err}"
+    );
+    assert_eq!(stub.requests().len(), 1);
+
+    let stub = Stub::start(vec![chat_answer(&recorded("good.txt"))]);
+    let mut c = config(&stub);
+    c.constrain = Constraint::None;
+    plan_with(c);
+    let body = &stub.requests()[0].body;
+    assert!(body.get("grammar").is_none() && body.get("response_format").is_none());
+}
+
+#[test]
+fn an_edit_sends_the_demo_conversation() {
+    let renderer = Renderer::with_default_font().unwrap();
+    let stub = Stub::start(vec![chat_answer(
+        "Coffee 10,10,120,60\nopen daily 32,100,96,120\n",
+    )]);
+    let layout = letterpress_layout::Layout::new(
+        512,
+        512,
+        vec![
+            letterpress_layout::TextLine::new(
+                "Coffee",
+                letterpress_layout::BBox::new(80, 56, 432, 176),
+            ),
+            letterpress_layout::TextLine::new(
+                "open daily",
+                letterpress_layout::BBox::new(128, 360, 384, 424),
+            ),
+        ],
+    );
+    let plan = LlmPlanner::new(config(&stub), &renderer)
+        .edit(PROMPT, &layout, "make Coffee larger", 3)
+        .unwrap();
+    assert_eq!(
+        plan.layout.lines[0].bbox,
+        letterpress_layout::BBox::new(40, 40, 480, 240)
+    );
+    let messages = &stub.requests()[0].body["messages"];
+    assert_eq!(messages[1]["role"], "assistant");
+    assert_eq!(
+        messages[1]["content"],
+        "Coffee 20,14,108,44\nopen daily 32,90,96,106"
+    );
+    assert!(
+        messages[2]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("make Coffee larger")
+    );
 }

@@ -75,6 +75,11 @@ impl Fields {
         self.map.remove(key)
     }
 
+    /// A field as sent, for readers of structured values (`messages`).
+    pub fn raw(&mut self, key: &str) -> Option<Value> {
+        self.take(key)
+    }
+
     pub fn string(
         &mut self,
         key: &str,

@@ -55,6 +55,10 @@ pub struct Settings {
     pub llm_url: Option<String>,
     /// Model name sent to the LLM server. Default `textdiffuser-2-planner`.
     pub llm_model: String,
+    /// How the LLM's answer is constrained: `auto`, `grammar`, `json-schema`, `json-object`
+    /// or `none` (docs/llm-planner.md). A request's `llm_constrain` overrides it. Default
+    /// `auto`.
+    pub llm_constrain: String,
     /// Worker step previews are PNGs of this longest side. Default 256.
     pub preview_side: u32,
     /// Largest width/height a generation may ask for (64–2048, a multiple of 8); lower it to
@@ -108,6 +112,7 @@ impl Default for Settings {
             font: None,
             llm_url: None,
             llm_model: "textdiffuser-2-planner".into(),
+            llm_constrain: "auto".into(),
             preview_side: 256,
             max_side: crate::input::MAX_SIDE,
             max_steps: crate::input::MAX_STEPS,
@@ -140,6 +145,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("font", Kind::Text),
     ("llm_url", Kind::Text),
     ("llm_model", Kind::Text),
+    ("llm_constrain", Kind::Text),
     ("preview_side", Kind::Integer),
     ("max_side", Kind::Integer),
     ("max_steps", Kind::Integer),
@@ -288,6 +294,9 @@ impl Settings {
         if !(1..=100_000).contains(&self.max_connections) {
             return Err("max_connections must be 1 to 100000".into());
         }
+        self.llm_constrain
+            .parse::<letterpress_layout::Constraint>()
+            .map_err(|e| format!("llm_constrain: {e}"))?;
         for h in &self.api_key_hashes {
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(format!(

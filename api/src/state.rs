@@ -85,7 +85,7 @@ impl Shared {
         let llm = settings
             .llm_url
             .as_deref()
-            .map(|url| llm_config(url, &settings.llm_model));
+            .map(|url| llm_config(url, &settings.llm_model, &settings.llm_constrain));
         let key_hashes = settings
             .api_key_hashes
             .iter()
@@ -136,9 +136,10 @@ impl Shared {
 pub const MAX_ATTEMPTS: u32 = 2;
 
 /// The LLM planner's configuration from the service settings: a request waits at most a
-/// minute for the planner's server.
-fn llm_config(url: &str, model: &str) -> LlmConfig {
+/// minute for the planner's server. `constrain` was checked with the settings.
+fn llm_config(url: &str, model: &str, constrain: &str) -> LlmConfig {
     let mut config = LlmConfig::new(url, model);
     config.timeout = std::time::Duration::from_secs(60);
+    config.constrain = constrain.parse().unwrap_or_default();
     config
 }

@@ -75,6 +75,91 @@ async fn operations_endpoints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layouts_edit_a_previous_layout_through_messages() {
+    let state = plain("layout-edits");
+    let previous = json!({"width": 512, "height": 512, "lines": [
+        {"text": "Jazz Night", "bbox": [56, 40, 456, 140]},
+        {"text": "Friday 9pm", "bbox": [156, 160, 356, 200]}]});
+    let edit = |content: Value, instruction: &str| {
+        json!({"prompt": "a jazz poster", "seed": 1, "messages": [
+            {"role": "user", "content": "a jazz poster"},
+            {"role": "assistant", "content": content},
+            {"role": "user", "content": instruction}]})
+    };
+    let r = post(
+        &state,
+        "/v1/layouts",
+        edit(
+            previous.clone(),
+            "make the title larger and move the date to the bottom",
+        ),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let plan = r.json();
+    assert_eq!(plan["planner"], "edit");
+    assert_eq!(plan["lines"][0]["bbox"], json!([6, 28, 506, 153]));
+    assert_eq!(plan["lines"][1]["bbox"][3], 492);
+    assert_eq!(plan["keywords"], json!(["Jazz Night", "Friday 9pm"]));
+    // The previous layout as TextDiffuser-2 lines works too.
+    let r = post(
+        &state,
+        "/v1/layouts",
+        edit(
+            json!("Jazz Night 14,10,114,35\nFriday 9pm 39,40,89,50"),
+            "align the date left",
+        ),
+    )
+    .await;
+    assert_eq!(r.json()["lines"][1]["align"], "left");
+
+    let cases = [
+        (
+            edit(previous.clone(), "make it pop"),
+            "messages",
+            "Understood edits",
+        ),
+        (
+            edit(json!("no layout here"), "make it larger"),
+            "messages[1].content",
+            "holds no layout",
+        ),
+        (
+            json!({"prompt": "p", "messages": [{"role": "assistant", "content": previous.clone()}]}),
+            "messages",
+            "2 to 16",
+        ),
+        (
+            json!({"prompt": "p", "messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}),
+            "messages",
+            "assistant",
+        ),
+        (
+            json!({"prompt": "p", "messages": [{"role": "assistant", "content": previous.clone()}, {"role": "bot", "content": "y"}]}),
+            "messages[1].role",
+            "one of",
+        ),
+        (
+            json!({"prompt": "p", "llm_constrain": "regex"}),
+            "llm_constrain",
+            "one of",
+        ),
+    ];
+    for (body, param, words) in cases {
+        let (_, message, p) = post(&state, "/v1/layouts", body.clone())
+            .await
+            .error(StatusCode::BAD_REQUEST);
+        assert_eq!(p.as_deref(), Some(param), "{body}: {message}");
+        assert!(message.contains(words), "{body}: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layouts_plan_and_explain_bad_input() {
     let state = plain("layouts");
     let r = post(

@@ -42,6 +42,15 @@ pub enum LayoutError {
     #[error("LLM planner at {url}: {message}")]
     Llm { url: String, message: String },
 
+    /// An edit instruction that names no understood change or no line of the layout.
+    #[error(
+        "could not understand the edit {instruction:?}: {reason}. Understood edits: make TARGET \
+         larger or smaller, move TARGET to the top, bottom, left or right, align TARGET left, \
+         center or right; TARGET is the title, the date, a line's text (in quotes or not), the \
+         first/second/third/last line, or everything"
+    )]
+    UnclearEdit { instruction: String, reason: String },
+
     /// Strict mode: the LLM's answer held no usable layout.
     #[error("the LLM's answer holds no usable layout ({reason}); raw answer:\n{raw}")]
     UnusableAnswer { reason: String, raw: String },

@@ -33,8 +33,8 @@ pub use grid::{GRID_SIZE, GridBox};
 pub use keywords::{extract_keywords, is_visible, normalize_keywords, parse_keyword_list};
 pub use measure::{InkExtent, TextMeasure};
 pub use planner::{
-    CanvasPlan, LlmApi, LlmConfig, LlmPlanner, Plan, PlannerChoice, Template, TypographicPlanner,
-    plan_on_canvas,
+    CONSTRAINT_NAMES, CanvasPlan, Constraint, LlmApi, LlmConfig, LlmPlanner, Plan, PlannerChoice,
+    Template, TypographicPlanner, edit_deterministic, edit_layout, plan_on_canvas,
 };
 pub use tokens::{layout_tokens, line_tokens};
 pub use types::{Align, BBox, Layout, Rgb, TextLine};

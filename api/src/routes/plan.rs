@@ -6,7 +6,7 @@ use crate::admission::{layout_error, public_font_name, render_error};
 use crate::error::ApiError;
 use crate::input::{
     Fields, MAX_PROMPT_CHARS, MAX_RENDER_SIDE, MAX_SEED, MAX_SIDE, MIN_SIDE, OutputFormat,
-    RANDOM_SEED_MASK,
+    RANDOM_SEED_MASK, parse_layout,
 };
 use crate::schema::{LayoutRequest, PlanResponse, RenderRequest, Rendering};
 use crate::state::AppState;
@@ -16,9 +16,21 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use image::DynamicImage;
-use letterpress_layout::{CanvasPlan, PlannerChoice, plan_on_canvas};
+use letterpress_layout::{
+    CONSTRAINT_NAMES, CanvasPlan, Layout, PlannerChoice, edit_layout, plan_on_canvas, td2,
+};
+use serde_json::Value;
 
-pub const LAYOUT_FIELDS: &[&str] = &["prompt", "keywords", "width", "height", "seed", "planner"];
+pub const LAYOUT_FIELDS: &[&str] = &[
+    "prompt",
+    "keywords",
+    "width",
+    "height",
+    "seed",
+    "planner",
+    "llm_constrain",
+    "messages",
+];
 pub const RENDER_FIELDS: &[&str] = &["layout", "format", "inverse", "segmentation", "preview"];
 
 #[utoipa::path(
@@ -26,7 +38,7 @@ pub const RENDER_FIELDS: &[&str] = &["layout", "format", "inverse", "segmentatio
     path = "/v1/layouts",
     operation_id = "planLayout",
     summary = "Plan a layout",
-    description = "Places the keywords (default: the quoted parts of the prompt) on the canvas with the typographic planner, or an LLM when the server has one.",
+    description = "Places the keywords (default: the quoted parts of the prompt) on the canvas with the typographic planner, or an LLM when the server has one. With messages, edits the previous layout as the last message says (by the LLM, or a small set of understood edits with the typographic planner).",
     request_body = LayoutRequest,
     responses((status = 200, description = "The planned layout.", body = PlanResponse))
 )]
@@ -46,19 +58,17 @@ pub async fn layouts(
     let seed = f
         .nullable_uint("seed", 0, MAX_SEED)?
         .unwrap_or_else(|| rand::random::<u64>() & RANDOM_SEED_MASK);
-    let choice = match (
-        f.choice("planner", &["typographic", "llm"])?.as_deref(),
-        &state.llm,
-    ) {
-        (Some("llm"), None) => {
+    let choice = planner_choice(&mut f, &state)?;
+    if let Some(messages) = f.raw("messages") {
+        let edit = read_messages(messages, width, height)?;
+        if keywords.is_some() {
             return Err(ApiError::invalid(
-                "planner",
-                "planner \"llm\" is not configured on this server (set llm_url); use \"typographic\"",
+                "keywords",
+                "keywords cannot be given with messages: an edit keeps the previous layout's lines",
             ));
         }
-        (Some("llm"), Some(config)) => PlannerChoice::Llm(config.clone()),
-        _ => PlannerChoice::Typographic,
-    };
+        return edit_response(state, choice, prompt, edit, seed).await;
+    }
     let field = if keywords.is_some() {
         "keywords"
     } else {
@@ -79,6 +89,168 @@ pub async fn layouts(
     .await
     .map_err(ApiError::internal)?;
     let (plan, prompt, keywords) = plan.map_err(|e| layout_error(e, field))?;
+    Ok(axum::Json(PlanResponse::new(plan, prompt, keywords)).into_response())
+}
+
+/// The planner the request asks for, with its `llm_constrain` applied.
+fn planner_choice(f: &mut Fields, state: &AppState) -> Result<PlannerChoice, ApiError> {
+    let planner = f.choice("planner", &["typographic", "llm"])?;
+    let constrain = f.choice("llm_constrain", &CONSTRAINT_NAMES)?;
+    match (planner.as_deref(), &state.llm) {
+        (Some("llm"), None) => Err(ApiError::invalid(
+            "planner",
+            "planner \"llm\" is not configured on this server (set llm_url); use \"typographic\"",
+        )),
+        (Some("llm"), Some(config)) => {
+            let mut config = config.clone();
+            if let Some(c) = constrain {
+                config.constrain = c
+                    .parse()
+                    .map_err(|e| ApiError::invalid("llm_constrain", e))?;
+            }
+            Ok(PlannerChoice::Llm(config))
+        }
+        _ => Ok(PlannerChoice::Typographic),
+    }
+}
+
+/// What `messages` holds: the previous layout and the instruction.
+struct Edit {
+    layout: Layout,
+    instruction: String,
+}
+
+/// Reads `messages`: objects with a `role` and a `content`; the last is the user's
+/// instruction, and the latest `assistant` message before it holds the previous layout.
+fn read_messages(value: Value, width: u32, height: u32) -> Result<Edit, ApiError> {
+    let Value::Array(list) = value else {
+        return Err(ApiError::invalid(
+            "messages",
+            "messages must be a list of {role, content} objects",
+        ));
+    };
+    if !(2..=16).contains(&list.len()) {
+        return Err(ApiError::invalid(
+            "messages",
+            "messages must hold 2 to 16 messages: the previous layout (assistant), then the instruction (user)",
+        ));
+    }
+    let mut turns = Vec::with_capacity(list.len());
+    for (i, message) in list.into_iter().enumerate() {
+        let mut m = Fields::new(message, &["role", "content"], &format!("messages[{i}]."))?;
+        let role = m
+            .choice("role", &["system", "user", "assistant"])?
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("messages[{i}].role"),
+                    format!("messages[{i}].role is required"),
+                )
+            })?;
+        let content = m.raw("content").ok_or_else(|| {
+            ApiError::invalid(
+                format!("messages[{i}].content"),
+                format!("messages[{i}].content is required"),
+            )
+        })?;
+        turns.push((role, content));
+    }
+    let last = turns.len() - 1;
+    let instruction = match &turns[last] {
+        (role, Value::String(s))
+            if role == "user" && (1..=MAX_PROMPT_CHARS).contains(&s.chars().count()) =>
+        {
+            s.clone()
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                format!("messages[{last}]"),
+                format!(
+                    "the last message must be the user's instruction: role \"user\", content a string of 1 to {MAX_PROMPT_CHARS} characters"
+                ),
+            ));
+        }
+    };
+    let Some(at) = turns[..last]
+        .iter()
+        .rposition(|(role, _)| role == "assistant")
+    else {
+        return Err(ApiError::invalid(
+            "messages",
+            "messages needs the previous layout as an \"assistant\" message before the instruction",
+        ));
+    };
+    let layout = previous_layout(
+        turns.swap_remove(at).1,
+        &format!("messages[{at}].content"),
+        width,
+        height,
+    )?;
+    Ok(Edit {
+        layout,
+        instruction,
+    })
+}
+
+/// The previous layout: a Layout object, its JSON, or TextDiffuser-2 lines on the request's
+/// canvas.
+fn previous_layout(
+    content: Value,
+    name: &str,
+    width: u32,
+    height: u32,
+) -> Result<Layout, ApiError> {
+    let content = match content {
+        Value::String(s) if s.trim_start().starts_with('{') => {
+            serde_json::from_str(&s).map_err(|e| {
+                ApiError::invalid(name, format!("{name} is not valid layout JSON: {e}"))
+            })?
+        }
+        Value::String(s) => {
+            let parsed = td2::parse(&s, &[]);
+            if parsed.lines.is_empty() {
+                return Err(ApiError::invalid(
+                    name,
+                    format!(
+                        "{name} holds no layout: expected a layout object or TextDiffuser-2 lines `text l,t,r,b`"
+                    ),
+                ));
+            }
+            return Ok(parsed.to_layout(width, height));
+        }
+        other => other,
+    };
+    let layout = parse_layout(content, name, MAX_SIDE)?;
+    if layout.lines.is_empty() {
+        return Err(ApiError::invalid(
+            name,
+            format!("{name} has no lines to edit"),
+        ));
+    }
+    Ok(layout)
+}
+
+async fn edit_response(
+    state: AppState,
+    choice: PlannerChoice,
+    prompt: String,
+    edit: Edit,
+    seed: u64,
+) -> Result<Response, ApiError> {
+    let plan = tokio::task::spawn_blocking(move || {
+        edit_layout(
+            &state.renderer,
+            &choice,
+            &prompt,
+            &edit.layout,
+            &edit.instruction,
+            seed,
+        )
+        .map(|plan| (plan, prompt))
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let (plan, prompt) = plan.map_err(|e| layout_error(e, "messages"))?;
+    let keywords = plan.layout.lines.iter().map(|l| l.text.clone()).collect();
     Ok(axum::Json(PlanResponse::new(plan, prompt, keywords)).into_response())
 }
 

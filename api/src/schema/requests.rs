@@ -139,6 +139,35 @@ pub struct LayoutRequest {
     #[serde(default)]
     #[schema(schema_with = planner_schema)]
     pub planner: String,
+    /// How the LLM's answer is constrained (planner "llm" only; ignored otherwise). Default:
+    /// the server's `llm_constrain` setting.
+    #[serde(default)]
+    #[schema(schema_with = constrain_schema)]
+    pub llm_constrain: String,
+    /// An edit, as TextDiffuser-2's demo converses: the previous layout as an `assistant`
+    /// message, then the instruction as the last `user` message ("make the title larger and
+    /// move the date to the bottom"). The answer is the edited layout.
+    #[schema(min_items = 2, max_items = 16, nullable = false)]
+    pub messages: Option<Vec<ChatMessage>>,
+}
+
+/// One message of an edit conversation.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessage {
+    #[schema(schema_with = role_schema)]
+    pub role: String,
+    /// `user`: text. `assistant`: the previous layout, as a Layout object, its JSON, or
+    /// TextDiffuser-2 lines (`text l,t,r,b` on the 0..128 grid of width x height).
+    pub content: serde_json::Value,
+}
+
+fn constrain_schema() -> Object {
+    one_of(&letterpress_layout::CONSTRAINT_NAMES, None, None)
+}
+
+fn role_schema() -> Object {
+    one_of(&["system", "user", "assistant"], None, None)
 }
 
 /// `POST /v1/render`.

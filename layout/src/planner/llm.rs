@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Plan, TypographicPlanner};
-use crate::td2::{parse, planner_prompt, vicuna_wrap};
-use crate::{LayoutError, TextMeasure};
+use super::constrain::{Constraint, JSON_INSTRUCTION, json_answer_as_td2, remember};
+use super::gbnf::obeys_grammar;
+use super::{Plan, TypographicPlanner, tidy};
+use crate::td2::{Parsed, parse, planner_prompt, vicuna_wrap};
+use crate::{Layout, LayoutError, TextMeasure};
 
 /// Which OpenAI endpoint to call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +44,8 @@ pub struct LlmConfig {
     /// Fail (with the raw answer) instead of falling back to the typographic planner.
     /// Default false.
     pub strict: bool,
+    /// How the answer is constrained (docs/llm-planner.md). Default `auto`.
+    pub constrain: Constraint,
 }
 
 impl LlmConfig {
@@ -59,6 +63,7 @@ impl LlmConfig {
             timeout: Duration::from_secs(60),
             retries: 2,
             strict: false,
+            constrain: Constraint::Auto,
         }
     }
 
@@ -77,7 +82,28 @@ impl LlmConfig {
 pub struct LlmPlanner<'m> {
     config: LlmConfig,
     agent: ureq::Agent,
+    measure: &'m dyn TextMeasure,
     typographic: TypographicPlanner<'m>,
+}
+
+/// One chat turn sent to the server.
+#[derive(Debug, Clone)]
+struct Turn {
+    role: &'static str,
+    content: String,
+}
+
+/// What the server answered, in the mode that produced it.
+struct Answer {
+    text: String,
+    mode: Constraint,
+    notes: Vec<String>,
+}
+
+/// Why one request failed: `auto` moves on after a refusal of the mode's field.
+enum Failure {
+    Refused(String),
+    Other(LayoutError),
 }
 
 impl<'m> LlmPlanner<'m> {
@@ -90,6 +116,7 @@ impl<'m> LlmPlanner<'m> {
         LlmPlanner {
             config,
             agent,
+            measure,
             typographic: TypographicPlanner::new(measure),
         }
     }
@@ -107,53 +134,115 @@ impl<'m> LlmPlanner<'m> {
         // Validate the canvas and keywords up front, so errors do not depend on the LLM.
         self.typographic.plan(width, height, &[], seed)?;
         super::check_keywords(keywords)?;
-        let answer = match self.complete(&planner_prompt(prompt, keywords), seed) {
+        let wanted = unique_keywords(keywords);
+        let turns = |json: bool| {
+            let mut content = planner_prompt(prompt, keywords);
+            if json {
+                content.push_str(JSON_INSTRUCTION);
+            }
+            vec![Turn {
+                role: "user",
+                content,
+            }]
+        };
+        let answer = match self.ask(&turns, &wanted, seed) {
             Ok(answer) => answer,
             Err(e) if !self.config.strict => {
                 return self.fallback(keywords, width, height, seed, format!("{e}"));
             }
             Err(e) => return Err(e),
         };
-        let parsed = parse(&answer, keywords);
+        let mut notes = answer.notes.clone();
+        let parsed = read_answer(&answer, &wanted);
         if parsed.lines.is_empty() {
-            let reason = "no line with a text and four coordinates".to_string();
-            if self.config.strict {
-                return Err(LayoutError::UnusableAnswer {
-                    reason,
-                    raw: answer,
-                });
-            }
-            let mut plan = self.fallback(
-                keywords,
-                width,
-                height,
-                seed,
-                format!("the answer held {reason}"),
-            )?;
+            let mut plan = self.unusable(answer, keywords, (width, height), seed)?;
+            plan.warnings.splice(1..1, notes);
             plan.warnings.extend(parsed.warnings);
             return Ok(plan);
         }
         let mut layout = parsed.to_layout(width, height);
-        let mut warnings = parsed.warnings.clone();
-        let missing = parsed.missing_keywords(keywords);
+        notes.extend(parsed.warnings.clone());
+        let missing = parsed.missing_keywords(&wanted);
         let planner = if missing.is_empty() {
             "llm"
         } else {
-            warnings.extend(
+            notes.extend(
                 self.typographic
                     .place_missing(&mut layout, &missing, seed)?,
             );
             "llm+typographic"
         };
-        tracing::debug!(lines = layout.lines.len(), planner, "LLM layout parsed");
-        Ok(Plan {
-            layout,
-            planner: planner.into(),
-            template: None,
+        notes.extend(tidy::tidy(&mut layout, self.measure, None)?);
+        tracing::debug!(lines = layout.lines.len(), planner, mode = %answer.mode, "LLM layout parsed");
+        Ok(llm_plan(layout, planner, seed, notes))
+    }
+
+    /// Asks the LLM to change `layout` as `instruction` says, as TextDiffuser-2's demo does:
+    /// the planner prompt, the layout as the assistant's answer, then the instruction. Lines
+    /// keep their text, font, colour and alignment; only boxes change.
+    pub fn edit(
+        &self,
+        prompt: &str,
+        layout: &Layout,
+        instruction: &str,
+        seed: u64,
+    ) -> Result<Plan, LayoutError> {
+        let wanted = unique_keywords(
+            &layout
+                .lines
+                .iter()
+                .map(|l| l.text.clone())
+                .collect::<Vec<_>>(),
+        );
+        let turns = |json: bool| edit_turns(prompt, layout, &wanted, instruction, json);
+        let answer = self.ask(&turns, &wanted, seed)?;
+        let mut notes = answer.notes.clone();
+        let parsed = read_answer(&answer, &wanted);
+        if parsed.lines.is_empty() {
+            return Err(LayoutError::UnusableAnswer {
+                reason: "no line with a text and four coordinates".into(),
+                raw: answer.text,
+            });
+        }
+        notes.extend(parsed.warnings.clone());
+        let mut edited = layout.clone();
+        let placed = parsed.to_layout(layout.width, layout.height);
+        for line in &mut edited.lines {
+            let squashed = squash_spaces(&line.text);
+            match placed.lines.iter().find(|p| p.text == squashed) {
+                Some(p) => line.bbox = p.bbox,
+                None => notes.push(format!(
+                    "the LLM left {:?} out; its box is unchanged",
+                    line.text
+                )),
+            }
+        }
+        notes.extend(tidy::tidy(&mut edited, self.measure, None)?);
+        Ok(llm_plan(edited, "llm", seed, notes))
+    }
+
+    /// Strict mode fails with the raw answer; otherwise the typographic planner stands in.
+    fn unusable(
+        &self,
+        answer: Answer,
+        keywords: &[String],
+        (width, height): (u32, u32),
+        seed: u64,
+    ) -> Result<Plan, LayoutError> {
+        let reason = "no line with a text and four coordinates".to_string();
+        if self.config.strict {
+            return Err(LayoutError::UnusableAnswer {
+                reason,
+                raw: answer.text,
+            });
+        }
+        self.fallback(
+            keywords,
+            width,
+            height,
             seed,
-            font_px: Vec::new(),
-            warnings,
-        })
+            format!("the answer held {reason}"),
+        )
     }
 
     fn fallback(
@@ -174,10 +263,58 @@ impl<'m> LlmPlanner<'m> {
         Ok(plan)
     }
 
-    /// Sends one request, retrying connection errors, 429 and 5xx with exponential backoff.
-    fn complete(&self, message: &str, seed: u64) -> Result<String, LayoutError> {
+    /// Sends the conversation in each candidate mode until one is accepted and obeyed; `auto`
+    /// remembers that mode for this server. An answer that ignores its constraint (a server
+    /// that drops an unknown field) counts as a refusal, but is kept as a last resort.
+    fn ask(
+        &self,
+        turns: &dyn Fn(bool) -> Vec<Turn>,
+        keywords: &[String],
+        seed: u64,
+    ) -> Result<Answer, LayoutError> {
+        let endpoint = self.config.endpoint();
+        let auto = self.config.constrain == Constraint::Auto;
+        let mut notes = Vec::new();
+        let mut ignored: Option<Answer> = None;
+        for mode in self.config.constrain.candidates(&endpoint) {
+            let mut body = self.body(&turns(mode.is_json()), seed);
+            mode.apply(&mut body, keywords);
+            match self.send(&endpoint, &body, auto.then_some(mode)) {
+                Ok(text) if auto && !obeyed(mode, &text, keywords) => {
+                    notes.push(format!(
+                        "the server ignored the {mode} constraint; trying the next mode"
+                    ));
+                    ignored.get_or_insert(Answer {
+                        text,
+                        mode,
+                        notes: Vec::new(),
+                    });
+                }
+                Ok(text) => {
+                    if auto {
+                        remember(&endpoint, mode);
+                    }
+                    return Ok(Answer { text, mode, notes });
+                }
+                Err(Failure::Refused(why)) => {
+                    notes.push(format!(
+                        "the server refused the {mode} constraint ({why}); trying the next mode"
+                    ));
+                }
+                Err(Failure::Other(e)) => return Err(e),
+            }
+        }
+        ignored
+            .map(|a| Answer { notes, ..a })
+            .ok_or_else(|| LayoutError::Llm {
+                url: endpoint,
+                message: "the server refused every constraint mode".into(),
+            })
+    }
+
+    /// The request body for `turns`, without a constraint.
+    fn body(&self, turns: &[Turn], seed: u64) -> Value {
         let c = &self.config;
-        let url = c.endpoint();
         let mut body = json!({
             "model": c.model,
             "temperature": c.temperature,
@@ -185,23 +322,43 @@ impl<'m> LlmPlanner<'m> {
             "seed": seed,
         });
         match c.api {
-            LlmApi::Chat => body["messages"] = json!([{"role": "user", "content": message}]),
+            LlmApi::Chat => {
+                let messages: Vec<Value> = turns
+                    .iter()
+                    .map(|t| json!({"role": t.role, "content": t.content}))
+                    .collect();
+                body["messages"] = json!(messages);
+            }
             LlmApi::Completions => {
-                body["prompt"] = json!(vicuna_wrap(message));
+                body["prompt"] = json!(vicuna_conversation(turns));
                 body["stop"] = json!(["USER:", "</s>"]);
             }
         }
-        let err = |message: String| LayoutError::Llm {
-            url: url.clone(),
-            message,
+        body
+    }
+
+    /// Sends one request, retrying connection errors, 429 and 5xx with exponential backoff.
+    /// With `refusable`, an error answer naming that mode's field is a refusal, not retried.
+    fn send(
+        &self,
+        url: &str,
+        body: &Value,
+        refusable: Option<Constraint>,
+    ) -> Result<String, Failure> {
+        let c = &self.config;
+        let err = |message: String| {
+            Failure::Other(LayoutError::Llm {
+                url: url.to_string(),
+                message,
+            })
         };
         let mut attempt = 0;
         loop {
-            let mut request = self.agent.post(&url);
+            let mut request = self.agent.post(url);
             if let Some(key) = &c.api_key {
                 request = request.header("Authorization", &format!("Bearer {key}"));
             }
-            let (retry_after, failure) = match request.send_json(&body) {
+            let (retry_after, failure) = match request.send_json(body) {
                 Ok(mut response) => {
                     let status = response.status().as_u16();
                     let retry_after = response
@@ -220,6 +377,9 @@ impl<'m> LlmPlanner<'m> {
                         "HTTP {status}: {}",
                         text.chars().take(500).collect::<String>()
                     );
+                    if refusable.is_some_and(|m| m.refused_by(status, &text)) {
+                        return Err(Failure::Refused(failure));
+                    }
                     if status != 429 && status < 500 {
                         return Err(err(failure));
                     }
@@ -238,6 +398,112 @@ impl<'m> LlmPlanner<'m> {
             attempt += 1;
         }
     }
+}
+
+fn llm_plan(layout: Layout, planner: &str, seed: u64, warnings: Vec<String>) -> Plan {
+    Plan {
+        layout,
+        planner: planner.into(),
+        template: None,
+        seed,
+        font_px: Vec::new(),
+        warnings,
+    }
+}
+
+/// Whether an answer follows the constraint it was asked under.
+fn obeyed(mode: Constraint, text: &str, keywords: &[String]) -> bool {
+    match mode {
+        Constraint::Grammar => obeys_grammar(text, keywords),
+        m if m.is_json() => json_answer_as_td2(text, keywords).is_some(),
+        _ => true,
+    }
+}
+
+/// The answer parsed (a JSON answer read as TextDiffuser-2 text first), validated and repaired.
+fn read_answer(answer: &Answer, keywords: &[String]) -> Parsed {
+    let text = match answer.mode {
+        m if m.is_json() => json_answer_as_td2(&answer.text, keywords),
+        _ => None,
+    };
+    parse(text.as_deref().unwrap_or(&answer.text), keywords)
+}
+
+/// Whitespace runs as one space: the form an answer can spell a keyword in.
+fn squash_spaces(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Keywords as a constraint lists them: spaces squashed, duplicates removed, order kept.
+fn unique_keywords(keywords: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for k in keywords.iter().map(|k| squash_spaces(k)) {
+        if !k.is_empty() && !out.contains(&k) {
+            out.push(k);
+        }
+    }
+    out
+}
+
+/// TextDiffuser-2's demo conversation for an edit: the planner prompt, the layout as the
+/// assistant's answer (as JSON in the JSON modes), then the instruction.
+fn edit_turns(
+    prompt: &str,
+    layout: &Layout,
+    keywords: &[String],
+    instruction: &str,
+    json: bool,
+) -> Vec<Turn> {
+    let previous = if json {
+        let boxes: serde_json::Map<String, Value> = crate::td2::grid_lines(layout)
+            .into_iter()
+            .map(|(t, g)| {
+                (
+                    t,
+                    json!({"left": g.l, "top": g.t, "right": g.r, "bottom": g.b}),
+                )
+            })
+            .collect();
+        Value::Object(boxes).to_string()
+    } else {
+        crate::td2::serialize(layout)
+    };
+    let mut ask =
+        format!("{instruction}. Keep every keyword, answer the whole layout in the same format.");
+    if json {
+        ask.push_str(JSON_INSTRUCTION);
+    }
+    vec![
+        Turn {
+            role: "user",
+            content: planner_prompt(prompt, keywords),
+        },
+        Turn {
+            role: "assistant",
+            content: previous,
+        },
+        Turn {
+            role: "user",
+            content: ask,
+        },
+    ]
+}
+
+/// Turns in the vicuna v1.1 template (FastChat: `sep` " ", `sep2` "</s>"), ending with the
+/// assistant's cue.
+fn vicuna_conversation(turns: &[Turn]) -> String {
+    if let [only] = turns {
+        return vicuna_wrap(&only.content);
+    }
+    let mut out = format!("{} ", crate::td2::VICUNA_SYSTEM);
+    for t in turns {
+        match t.role {
+            "assistant" => out.push_str(&format!("ASSISTANT: {}</s>", t.content)),
+            _ => out.push_str(&format!("USER: {} ", t.content)),
+        }
+    }
+    out.push_str("ASSISTANT:");
+    out
 }
 
 /// The generated text from an OpenAI-style response body.

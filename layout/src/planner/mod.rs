@@ -1,12 +1,20 @@
 //! Layout planners: the typographic planner (default, no model) and the LLM planner
-//! (any OpenAI-compatible server, TextDiffuser-2's own planner included).
+//! (any OpenAI-compatible server, TextDiffuser-2's own planner included, its answer
+//! constrained per server), the tidying after parsing, and conversational edits.
 
 mod canvas;
+mod constrain;
+mod edit;
+mod gbnf;
 mod llm;
+pub mod tidy;
 mod typographic;
 
 pub use canvas::{CanvasPlan, PlannerChoice, plan_on_canvas};
 
+pub use constrain::{CONSTRAINT_NAMES, Constraint};
+pub use edit::{edit_deterministic, edit_layout};
+pub use gbnf::layout_grammar;
 pub use llm::{LlmApi, LlmConfig, LlmPlanner};
 pub use typographic::{
     MAX_KEYWORD_CHARS, MAX_KEYWORDS, MAX_SIDE, MIN_SIDE, Template, TypographicPlanner,
@@ -22,8 +30,8 @@ use crate::Layout;
 pub struct Plan {
     #[serde(flatten)]
     pub layout: Layout,
-    /// Which planner produced it: `typographic`, `llm`, or `llm+typographic` when keywords the
-    /// LLM left out were placed by the typographic planner.
+    /// Which planner produced it: `typographic`, `llm`, `llm+typographic` when keywords the
+    /// LLM left out were placed by the typographic planner, or `edit` for an understood edit.
     pub planner: String,
     /// Composition template (typographic planner only).
     #[serde(skip_serializing_if = "Option::is_none")]
