@@ -8,6 +8,7 @@
 mod decode;
 mod filters;
 mod input;
+mod photos;
 mod reader;
 mod run;
 mod sample;
@@ -17,6 +18,7 @@ mod synth;
 pub use decode::DecodeLimits;
 pub use filters::{FILTER_NAMES, Filters};
 pub use input::{InputKind, detect_kind};
+pub use photos::{PHOTO_KINDS, textless_photo};
 pub use reader::{ShardSample, read_samples, shard_paths};
 pub use run::{BuildConfig, BuildProgress, BuildReport, NoProgress, RUN_FILE, build};
 pub use shard::Stats;
