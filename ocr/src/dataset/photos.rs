@@ -20,7 +20,7 @@ pub const PHOTO_KINDS: [&str; 6] = [
 /// drawn from `(seed, index)` alone.
 pub fn textless_photo(seed: u64, index: u64, width: u32, height: u32) -> RgbImage {
     let mut rng = Rng(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5851_F42D);
-    let noise = ValueNoise(rng.next());
+    let noise = ValueNoise::new(&mut rng);
     let (a, b) = (rng.colour(), rng.colour());
     let (w, h) = (width.max(1), height.max(1));
     let scale = 2.0 + rng.unit() * 6.0;
@@ -107,13 +107,18 @@ impl Rng {
     }
 }
 
-/// Value noise: random values on the integer lattice, smoothly interpolated.
-struct ValueNoise(u64);
+/// Value noise: random values on the integer lattice (hashed into a table of 4096, cheap
+/// enough for megapixel photographs), smoothly interpolated.
+struct ValueNoise(Vec<f32>);
 
 impl ValueNoise {
+    fn new(rng: &mut Rng) -> Self {
+        ValueNoise((0..4096).map(|_| rng.unit()).collect())
+    }
+
     fn lattice(&self, i: i64, j: i64) -> f32 {
-        let mut r = Rng(self.0 ^ (i as u64).wrapping_mul(0x9E37_79B1) ^ ((j as u64) << 32));
-        r.unit()
+        let h = (i.wrapping_mul(73_856_093) ^ j.wrapping_mul(19_349_663)) as usize;
+        self.0[h & 4095]
     }
 
     fn at(&self, x: f32, y: f32) -> f32 {
