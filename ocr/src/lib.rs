@@ -25,4 +25,4 @@ pub use engine::{OcrChar, OcrConfig, OcrEngine, OcrPage, OcrWord, tesseract_vers
 pub use error::{DatasetError, OcrError};
 pub use lines::{OcrLine, merge_lines};
 pub use metrics::{ImageScore, Summary, normalize_words, score_image, summarize};
-pub use text_regions::TextRegions;
+pub use text_regions::{LINE_AREA_SLACK, TextRegions};

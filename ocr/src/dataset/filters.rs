@@ -104,7 +104,8 @@ impl Filters {
             return Err(Rejection {
                 filter: "layout_text_area",
                 detail: format!(
-                    "text lines cover {bound:.3} of the image < {}",
+                    "text lines cover {:.3} of the image, so words at most {bound:.3} < {}",
+                    regions.line_area(),
                     self.min_text_area
                 ),
             });
@@ -251,7 +252,7 @@ mod tests {
         };
         let layout = |r: &TextRegions| f.check_layout(r).map_err(|r| r.filter);
         assert_eq!(layout(&regions(vec![], 0)), Err("layout_word_count"));
-        let speck = regions(vec![BBox::new(0, 0, 10, 5)], 1);
+        let speck = regions(vec![BBox::new(0, 0, 10, 5), BBox::new(50, 50, 70, 60)], 2);
         assert_eq!(layout(&speck), Err("layout_text_area"));
         let line = regions(vec![BBox::new(0, 0, 100, 10)], 3);
         assert_eq!(layout(&line), Ok(()));
