@@ -1,5 +1,6 @@
 //! The dataset builder behind `letterpress dataset build`: images (a folder with sidecar
-//! captions, a file list, or WebDataset shards) → OCR → MARIO-10M filters → WebDataset shards
+//! captions, a file list, or WebDataset shards) → a first stage on tesseract's layout analysis
+//! that rejects what recognition could not make pass → OCR → MARIO-10M filters → WebDataset shards
 //! with the original image, a JSON record (words, lines, characters, the TextDiffuser-2
 //! layout string) and the glyph mask re-rendered from the OCR'd lines; per shard an index, an
 //! error list and stats; optionally planner fine-tuning conversations. Killed at any moment,
