@@ -124,9 +124,8 @@ impl OcrEngine {
     /// this same layout, so analysing first costs a survivor nothing and changes nothing in
     /// its result (docs/architecture.md, "OCR first stage").
     pub fn analyse_layout(&mut self, image: &GrayImage) -> Result<TextRegions, OcrError> {
-        self.set_image(image)?;
+        let api = self.set_image(image)?;
         let (width, height) = image.dimensions();
-        let api = self.api.as_ref().expect("set_image started an engine");
         // GetComponentImages runs AnalyseLayout when nothing is recognised yet; it returns
         // null for a page where layout analysis found no blocks at all.
         let lines = match api.get_component_images_1(RIL_TEXTLINE, 0) {
@@ -156,7 +155,7 @@ impl OcrEngine {
     }
 
     /// Hands the image to tesseract (which copies it), starting an engine if the last failed.
-    fn set_image(&mut self, image: &GrayImage) -> Result<(), OcrError> {
+    fn set_image(&mut self, image: &GrayImage) -> Result<&mut TessBaseApi, OcrError> {
         let (width, height) = image.dimensions();
         // Tesseract takes sizes and the byte count as C ints.
         if width == 0 || height == 0 || u64::from(width) * u64::from(height) > i32::MAX as u64 {
@@ -172,8 +171,7 @@ impl OcrEngine {
         // Rendered and photographed posters carry no DPI; 300 avoids tesseract's
         // "invalid resolution" guess of 70.
         api.set_source_resolution(300);
-        self.api = Some(api);
-        Ok(())
+        Ok(self.api.insert(api))
     }
 
     /// Recognises the image already set and reads words, lines and characters.
