@@ -77,6 +77,11 @@ pub struct BuildArgs {
     /// Extra training data to write.
     #[arg(long, value_enum)]
     export: Option<Export>,
+    /// Recognise every input: skip the first stage, which rejects inputs on tesseract's
+    /// layout analysis alone when no recognition could make them pass the word-count or
+    /// text-area filter. Kept samples are the same either way; the first stage is on by default.
+    #[arg(long)]
+    no_first_stage: bool,
 }
 
 pub fn run(cmd: DatasetCommand) -> Result<()> {
@@ -149,6 +154,7 @@ impl BuildArgs {
             ..OcrConfig::default()
         };
         c.export_planner = matches!(self.export, Some(Export::Planner));
+        c.first_stage = !self.no_first_stage;
         c
     }
 }

@@ -78,13 +78,36 @@ fn runs_torch(command: &Command) -> bool {
     )
 }
 
+/// Replaces this process by itself with `OMP_THREAD_LIMIT=1`; returns only on failure. libgomp
+/// reads the variable once, when it is loaded, before `main` runs, so setting it in this
+/// process would come too late (docs/architecture.md, "OCR threads").
+fn exec_with_one_omp_thread() -> std::io::Error {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        match std::env::current_exe() {
+            Ok(exe) => std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env("OMP_THREAD_LIMIT", "1")
+                .exec(),
+            Err(e) => e,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        std::io::Error::other("re-executing is only done on Unix")
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
     if std::env::var_os("OMP_THREAD_LIMIT").is_none() && !runs_torch(&cli.command) {
-        // Tesseract's OpenMP threads fight our own workers for the cores (docs/architecture.md, "OCR threads"); one
-        // thread per engine is faster in bulk. SAFETY: no other thread exists yet (parsing
-        // the arguments starts none).
-        unsafe { std::env::set_var("OMP_THREAD_LIMIT", "1") };
+        // Tesseract's OpenMP threads fight our own workers for the cores (docs/architecture.md,
+        // "OCR threads"); one thread per engine is faster in bulk.
+        let e = exec_with_one_omp_thread();
+        eprintln!(
+            "warning: running with tesseract's OpenMP threads (re-executing with OMP_THREAD_LIMIT=1 failed: {e})"
+        );
     }
     // The service logs each request (with its request id) by default; the CLI only warnings.
     let default_log = if matches!(cli.command, Command::Serve(_)) {

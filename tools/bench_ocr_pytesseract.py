@@ -2,11 +2,14 @@
 """Reference for `letterpress bench ocr`: the same OCR with pytesseract, as a Python
 dataset pipeline would run it.
 
-Per image: Pillow decodes it to greyscale, pytesseract runs the `tesseract` program once with
-the settings `letterpress dataset build` uses (psm 11, eng) and both outputs it reads (TSV
-words and hOCR with character boxes), then the TSV is parsed into words. Images are spread
-over a multiprocessing pool of --jobs workers, OMP_THREAD_LIMIT=1 as for ours. Prints
-`images:`, `seconds:` and `images_per_s:`.
+Per image: Pillow reads the header and skips images whose short side is under 256 (as
+`dataset build` does, before any OCR), decodes the rest to greyscale, pytesseract runs the
+`tesseract` program once with the settings `letterpress dataset build` uses (psm 11, eng) and
+both outputs it reads (TSV words and hOCR with character boxes), then the TSV is parsed into
+words and `dataset build`'s default filters are applied (words with confidence >= 30 count;
+1-8 words, word boxes covering >= 10 % of the image, mean confidence >= 70). Images are spread
+over a multiprocessing pool of --jobs workers (one process per core), OMP_THREAD_LIMIT=1 as
+for ours. Prints `images:`, `kept:`, `seconds:` and `images_per_s:`.
 """
 import argparse
 import multiprocessing
@@ -22,8 +25,29 @@ from PIL import Image  # noqa: E402
 CONFIG = "--psm 11 -c tessedit_create_tsv=1 -c tessedit_create_hocr=1 -c hocr_char_boxes=1"
 
 
+MIN_SIDE = 256
+WORD_MIN_CONFIDENCE = 30.0
+MIN_WORDS, MAX_WORDS = 1, 8
+MIN_TEXT_AREA = 0.10
+MIN_MEAN_CONFIDENCE = 70.0
+
+
+def keep(words, width, height):
+    """dataset build's default filters on the recognised words."""
+    words = [w for w in words if w[5] >= WORD_MIN_CONFIDENCE]
+    if not MIN_WORDS <= len(words) <= MAX_WORDS:
+        return False
+    area = sum(max(w[3], 0) * max(w[4], 0) for w in words) / max(width * height, 1)
+    if min(area, 1.0) < MIN_TEXT_AREA:
+        return False
+    return sum(w[5] for w in words) / len(words) >= MIN_MEAN_CONFIDENCE
+
+
 def ocr(path):
-    image = Image.open(path).convert("L")
+    image = Image.open(path)
+    if min(image.size) < MIN_SIDE:
+        return 0, 0, False
+    image = image.convert("L")
     with tempfile.TemporaryDirectory() as tmp:
         source = os.path.join(tmp, "input.png")
         base = os.path.join(tmp, "output")
@@ -40,7 +64,7 @@ def ocr(path):
         f = line.split("\t")
         if len(f) >= 12 and f[0] == "5" and f[11].strip():
             words.append((f[11], int(f[6]), int(f[7]), int(f[8]), int(f[9]), float(f[10])))
-    return len(words), hocr.count("ocrx_cinfo")
+    return len(words), hocr.count("ocrx_cinfo"), keep(words, *image.size)
 
 
 def main():
@@ -58,6 +82,7 @@ def main():
         results = pool.map(ocr, paths, chunksize=1)
     seconds = time.perf_counter() - start
     print(f"images: {len(paths)}")
+    print(f"kept: {sum(r[2] for r in results)}")
     print(f"words: {sum(r[0] for r in results)}")
     print(f"chars: {sum(r[1] for r in results)}")
     print(f"seconds: {seconds:.3f}")

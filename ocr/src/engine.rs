@@ -2,12 +2,20 @@
 //! Set `OMP_THREAD_LIMIT=1` in the process environment before starting engines for bulk OCR;
 //! tesseract's own OpenMP threads otherwise fight the workers for the cores (docs/architecture.md).
 
+use std::ffi::CString;
+
 use image::GrayImage;
 use letterpress_layout::BBox;
 use serde::Serialize;
-use tesseract::{PageSegMode, Tesseract};
+use tesseract::plumbing::TessBaseApi;
+use tesseract::plumbing::leptonica_plumbing::Boxa;
+use tesseract::plumbing::tesseract_sys::{
+    TessPageIteratorLevel_RIL_TEXTLINE as RIL_TEXTLINE, TessPageIteratorLevel_RIL_WORD as RIL_WORD,
+    TessPageSegMode_PSM_COUNT as PSM_COUNT,
+};
 
 use crate::lines::{OcrLine, merge_lines};
+use crate::text_regions::TextRegions;
 use crate::{OcrError, hocr};
 
 /// OCR settings.
@@ -83,18 +91,21 @@ pub fn tesseract_version() -> String {
 
 /// One tesseract engine. Not `Sync`: give each worker thread its own.
 pub struct OcrEngine {
-    // `Tesseract`'s builder methods take `self`; the engine is put back after each call and
-    // is `None` only when a call failed, in which case the next image starts a fresh one.
-    tess: Option<Tesseract>,
+    // `None` only after a call failed: the next image starts a fresh engine, in case the failed
+    // one was left mid-call.
+    api: Option<TessBaseApi>,
     config: OcrConfig,
+    /// Size of the image set by the last `analyse_layout`, while its layout can be recognised.
+    analysed: Option<(u32, u32)>,
 }
 
 impl OcrEngine {
     pub fn new(config: OcrConfig) -> Result<Self, OcrError> {
-        let tess = start(&config)?;
+        let api = start(&config)?;
         Ok(OcrEngine {
-            tess: Some(tess),
+            api: Some(api),
             config,
+            analysed: None,
         })
     }
 
@@ -104,31 +115,80 @@ impl OcrEngine {
 
     /// Recognises the words, lines and characters of a greyscale image.
     pub fn recognize(&mut self, image: &GrayImage) -> Result<OcrPage, OcrError> {
+        self.set_image(image)?;
+        self.read_page(image.dimensions())
+    }
+
+    /// Tesseract's layout analysis alone (no recognition): the text lines it found and how
+    /// many words they hold. [`recognize_analysed`](Self::recognize_analysed) then recognises
+    /// this same layout, so analysing first costs a survivor nothing and changes nothing in
+    /// its result (docs/architecture.md, "OCR first stage").
+    pub fn analyse_layout(&mut self, image: &GrayImage) -> Result<TextRegions, OcrError> {
+        let api = self.set_image(image)?;
         let (width, height) = image.dimensions();
-        if width == 0 || height == 0 || width > i32::MAX as u32 / 4 || height > i32::MAX as u32 / 4
-        {
+        // GetComponentImages runs AnalyseLayout when nothing is recognised yet; it returns
+        // null for a page where layout analysis found no blocks at all.
+        let lines = match api.get_component_images_1(RIL_TEXTLINE, 0) {
+            Ok(boxa) => boxes(&boxa),
+            Err(_) => Vec::new(),
+        };
+        let words = match api.get_component_images_1(RIL_WORD, 0) {
+            Ok(boxa) => boxa.get_count().max(0) as usize,
+            Err(_) => 0,
+        };
+        self.analysed = Some((width, height));
+        Ok(TextRegions {
+            width,
+            height,
+            lines,
+            words,
+        })
+    }
+
+    /// Recognises the image of the last [`analyse_layout`](Self::analyse_layout) on the layout
+    /// found there (tesseract's `Recognize` reuses a layout already made for the image).
+    pub fn recognize_analysed(&mut self) -> Result<OcrPage, OcrError> {
+        let size = self.analysed.take().ok_or_else(|| {
+            OcrError::Recognize("recognize_analysed called without analyse_layout".into())
+        })?;
+        self.read_page(size)
+    }
+
+    /// Hands the image to tesseract (which copies it), starting an engine if the last failed.
+    fn set_image(&mut self, image: &GrayImage) -> Result<&mut TessBaseApi, OcrError> {
+        let (width, height) = image.dimensions();
+        // Tesseract takes sizes and the byte count as C ints.
+        if width == 0 || height == 0 || u64::from(width) * u64::from(height) > i32::MAX as u64 {
             return Err(OcrError::ImageSize { width, height });
         }
-        let tess = match self.tess.take() {
-            Some(t) => t,
+        self.analysed = None;
+        let mut api = match self.api.take() {
+            Some(a) => a,
             None => start(&self.config)?,
         };
+        api.set_image(image.as_raw(), width as i32, height as i32, 1, width as i32)
+            .map_err(|e| OcrError::Recognize(e.to_string()))?;
+        // Rendered and photographed posters carry no DPI; 300 avoids tesseract's
+        // "invalid resolution" guess of 70.
+        api.set_source_resolution(300);
+        Ok(self.api.insert(api))
+    }
+
+    /// Recognises the image already set and reads words, lines and characters.
+    fn read_page(&mut self, (width, height): (u32, u32)) -> Result<OcrPage, OcrError> {
+        let mut api = self
+            .api
+            .take()
+            .ok_or_else(|| OcrError::Recognize("no image was set before recognition".into()))?;
         let fail = |e: &dyn std::fmt::Display| OcrError::Recognize(e.to_string());
-        let mut tess = tess
-            .set_frame(image.as_raw(), width as i32, height as i32, 1, width as i32)
-            .map_err(|e| fail(&e))?
-            // Rendered and photographed posters carry no DPI; 300 avoids tesseract's
-            // "invalid resolution" guess of 70.
-            .set_source_resolution(300)
-            .recognize()
-            .map_err(|e| fail(&e))?;
-        let tsv = tess.get_tsv_text(0).map_err(|e| fail(&e))?;
+        api.recognize().map_err(|e| fail(&e))?;
+        let tsv = text(api.get_tsv_text(0).map_err(|e| fail(&e))?);
         let hocr = if self.config.char_boxes {
-            Some(tess.get_hocr_text(0).map_err(|e| fail(&e))?)
+            Some(text(api.get_hocr_text(0).map_err(|e| fail(&e))?))
         } else {
             None
         };
-        self.tess = Some(tess);
+        self.api = Some(api);
 
         let words = parse_tsv(&tsv, self.config.min_confidence);
         let lines = merge_lines(&words);
@@ -154,40 +214,42 @@ impl OcrEngine {
     }
 }
 
-fn start(config: &OcrConfig) -> Result<Tesseract, OcrError> {
+fn text(t: tesseract::plumbing::Text) -> String {
+    t.as_ref().to_string_lossy().into_owned()
+}
+
+/// The boxes of a leptonica box array, as left, top, right, bottom.
+fn boxes(boxa: &Boxa) -> Vec<BBox> {
+    (0..boxa.get_count())
+        .filter_map(|i| {
+            let b = boxa.get_box_copied(i)?;
+            let (mut x, mut y, mut w, mut h) = (0, 0, 0, 0);
+            b.get_geometry(Some(&mut x), Some(&mut y), Some(&mut w), Some(&mut h));
+            Some(BBox::new(x, y, x + w, y + h))
+        })
+        .collect()
+}
+
+fn start(config: &OcrConfig) -> Result<TessBaseApi, OcrError> {
     let init = |message: String| OcrError::Init {
         languages: config.languages.clone(),
         message,
     };
-    let mut tess =
-        Tesseract::new(None, Some(&config.languages)).map_err(|e| init(e.to_string()))?;
-    tess.set_page_seg_mode(psm(config.psm));
-    let tess = if config.char_boxes {
-        tess.set_variable("hocr_char_boxes", "1")
-            .map_err(|e| init(e.to_string()))?
+    let languages = CString::new(config.languages.as_str()).map_err(|e| init(e.to_string()))?;
+    let mut api = TessBaseApi::create();
+    api.init_2(None, Some(&languages))
+        .map_err(|e| init(e.to_string()))?;
+    // Modes 0–13 are tesseract's; anything else is read as 11, sparse text.
+    api.set_page_seg_mode(if config.psm < PSM_COUNT {
+        config.psm
     } else {
-        tess
-    };
-    Ok(tess)
-}
-
-fn psm(mode: u32) -> PageSegMode {
-    match mode {
-        0 => PageSegMode::PsmOsdOnly,
-        1 => PageSegMode::PsmAutoOsd,
-        2 => PageSegMode::PsmAutoOnly,
-        3 => PageSegMode::PsmAuto,
-        4 => PageSegMode::PsmSingleColumn,
-        5 => PageSegMode::PsmSingleBlockVertText,
-        6 => PageSegMode::PsmSingleBlock,
-        7 => PageSegMode::PsmSingleLine,
-        8 => PageSegMode::PsmSingleWord,
-        9 => PageSegMode::PsmCircleWord,
-        10 => PageSegMode::PsmSingleChar,
-        12 => PageSegMode::PsmSparseTextOsd,
-        13 => PageSegMode::PsmRawLine,
-        _ => PageSegMode::PsmSparseText,
+        11
+    });
+    if config.char_boxes {
+        api.set_variable(c"hocr_char_boxes", c"1")
+            .map_err(|e| init(e.to_string()))?;
     }
+    Ok(api)
 }
 
 /// Words (TSV level 5) with non-empty text and at least `min_confidence`.

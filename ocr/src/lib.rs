@@ -19,8 +19,10 @@ mod error;
 mod hocr;
 mod lines;
 mod metrics;
+mod text_regions;
 
 pub use engine::{OcrChar, OcrConfig, OcrEngine, OcrPage, OcrWord, tesseract_version};
 pub use error::{DatasetError, OcrError};
 pub use lines::{OcrLine, merge_lines};
 pub use metrics::{ImageScore, Summary, normalize_words, score_image, summarize};
+pub use text_regions::{LINE_AREA_SLACK, TextRegions};

@@ -508,8 +508,11 @@ fn each_filter_rejects_and_is_counted() {
     w("caption.png", &poster(&["Fresh", "Bread"], 512, 512));
     std::fs::write(input.join("caption.txt"), "a photo of a cat").unwrap();
 
+    // The filters on recognised text, with the first stage off…
     let out = dir.join("out");
-    let report = run(&config(&input, &out));
+    let mut c = config(&input, &out);
+    c.first_stage = false;
+    let report = run(&c);
     let index = index_by_source(&out);
     let status = |n: &str| {
         let v = &index[n];
@@ -518,6 +521,15 @@ fn each_filter_rejects_and_is_counted() {
             .unwrap_or(v["status"].as_str().unwrap())
             .to_string()
     };
+    // …and with it on (the default), where layout analysis rejects the blank page and the
+    // sparse one before recognition.
+    let staged = run(&config(&input, &dir.join("staged")));
+    let staged_index = index_by_source(&dir.join("staged"));
+    let staged_filter = |n: &str| staged_index[n]["filter"].as_str().unwrap().to_string();
+    assert_eq!(staged_filter("blank.png"), "layout_word_count");
+    assert_eq!(staged_filter("sparse.png"), "layout_text_area");
+    assert_eq!(staged_filter("wordy.png"), "word_count");
+    assert_eq!(staged.stats.kept, report.stats.kept);
     assert_eq!(status("keep.png"), "kept");
     assert_eq!(status("small.png"), "short_side");
     assert_eq!(status("wordy.png"), "word_count");

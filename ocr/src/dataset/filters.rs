@@ -1,12 +1,16 @@
 //! MARIO-10M's filters (TextDiffuser, Chen et al. 2023, §3 "MARIO-10M"): short side ≥ 256,
 //! 1–8 text boxes, text area ≥ 10 % of the image, the detected text appears in the caption;
 //! plus a mean OCR confidence floor. Each can be loosened or switched off.
+//!
+//! The first stage (`check_layout`) applies the word-count and text-area filters to bounds
+//! from tesseract's layout analysis, before recognition: it rejects only what recognition
+//! could not make pass (docs/architecture.md, "OCR first stage").
 
 use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::OcrPage;
+use crate::{OcrPage, TextRegions};
 
 /// Filter thresholds; a sample must pass all of them to be kept.
 #[derive(Debug, Clone, Serialize)]
@@ -48,9 +52,13 @@ pub(crate) struct Rejection {
 }
 
 /// Names of the filters in the order they are checked; `_stats.json` counts rejections under
-/// these names.
-pub const FILTER_NAMES: [&str; 5] = [
+/// these names. `layout_word_count` and `layout_text_area` are the first stage's rejections,
+/// made on layout analysis alone: no words at all, or line boxes too small to hold the text
+/// area asked for.
+pub const FILTER_NAMES: [&str; 7] = [
     "short_side",
+    "layout_word_count",
+    "layout_text_area",
     "word_count",
     "text_area",
     "confidence",
@@ -74,6 +82,32 @@ impl Filters {
             return Err(Rejection {
                 filter: "short_side",
                 detail: format!("short side {side} < {}", self.min_side),
+            });
+        }
+        Ok(())
+    }
+
+    /// The first stage: rejects a page whose layout cannot pass the word-count or text-area
+    /// filter, whatever recognition would read in it.
+    pub(crate) fn check_layout(&self, regions: &TextRegions) -> Result<(), Rejection> {
+        if self.min_words > 0 && regions.is_empty() {
+            return Err(Rejection {
+                filter: "layout_word_count",
+                detail: format!(
+                    "layout analysis found no words, at least {} needed",
+                    self.min_words
+                ),
+            });
+        }
+        let bound = regions.text_area_bound();
+        if bound < self.min_text_area {
+            return Err(Rejection {
+                filter: "layout_text_area",
+                detail: format!(
+                    "text lines cover {:.3} of the image, so words at most {bound:.3} < {}",
+                    regions.line_area(),
+                    self.min_text_area
+                ),
             });
         }
         Ok(())
@@ -205,5 +239,28 @@ mod tests {
             check(&page(&[("blur", [0, 0, 50, 50], 30.0)]), None),
             Err("confidence")
         );
+    }
+
+    #[test]
+    fn the_first_stage_rejects_empty_layouts_and_small_line_boxes() {
+        let f = Filters::default();
+        let regions = |lines: Vec<BBox>, words| TextRegions {
+            width: 100,
+            height: 100,
+            lines,
+            words,
+        };
+        let layout = |r: &TextRegions| f.check_layout(r).map_err(|r| r.filter);
+        assert_eq!(layout(&regions(vec![], 0)), Err("layout_word_count"));
+        let speck = regions(vec![BBox::new(0, 0, 10, 5), BBox::new(50, 50, 70, 60)], 2);
+        assert_eq!(layout(&speck), Err("layout_text_area"));
+        let line = regions(vec![BBox::new(0, 0, 100, 10)], 3);
+        assert_eq!(layout(&line), Ok(()));
+        let off = Filters {
+            min_words: 0,
+            min_text_area: 0.0,
+            ..Filters::default()
+        };
+        assert!(off.check_layout(&regions(vec![], 0)).is_ok());
     }
 }

@@ -1,5 +1,6 @@
 //! The dataset builder behind `letterpress dataset build`: images (a folder with sidecar
-//! captions, a file list, or WebDataset shards) → OCR → MARIO-10M filters → WebDataset shards
+//! captions, a file list, or WebDataset shards) → a first stage on tesseract's layout analysis
+//! that rejects what recognition could not make pass → OCR → MARIO-10M filters → WebDataset shards
 //! with the original image, a JSON record (words, lines, characters, the TextDiffuser-2
 //! layout string) and the glyph mask re-rendered from the OCR'd lines; per shard an index, an
 //! error list and stats; optionally planner fine-tuning conversations. Killed at any moment,
@@ -8,6 +9,7 @@
 mod decode;
 mod filters;
 mod input;
+mod photos;
 mod reader;
 mod run;
 mod sample;
@@ -17,6 +19,7 @@ mod synth;
 pub use decode::DecodeLimits;
 pub use filters::{FILTER_NAMES, Filters};
 pub use input::{InputKind, detect_kind};
+pub use photos::{PHOTO_KINDS, textless_photo};
 pub use reader::{ShardSample, read_samples, shard_paths};
 pub use run::{BuildConfig, BuildProgress, BuildReport, NoProgress, RUN_FILE, build};
 pub use shard::Stats;

@@ -23,6 +23,8 @@ pub(crate) struct SampleContext<'a> {
     /// `{"engine", "version", "languages", "psm", "word_min_confidence"}`.
     pub ocr_meta: &'a Value,
     pub export_planner: bool,
+    /// Reject on layout analysis before recognition (`BuildConfig::first_stage`).
+    pub first_stage: bool,
 }
 
 /// What became of one input.
@@ -116,9 +118,9 @@ pub(crate) fn process(
         Some(short) => resize_short_side(&source.gray, short),
         None => source.gray,
     };
-    let page = match engine.recognize(&gray) {
+    let page = match recognize(engine, &gray, cx) {
         Ok(p) => p,
-        Err(e) => return error("ocr", e.to_string()),
+        Err(outcome) => return outcome,
     };
     let measures = Filters::measure(&page, caption.as_deref());
     if let Err(r) = cx.filters.check_text(&page, &measures) {
@@ -169,6 +171,28 @@ pub(crate) fn process(
         mask_png,
         planner,
     }))
+}
+
+/// OCR of the (resized) image. With the first stage on, layout analysis runs alone first and
+/// a page that cannot pass the word-count or text-area filter is rejected unrecognised; a
+/// survivor is recognised on that same layout, so its page is the one the stage-off path reads.
+fn recognize(
+    engine: &mut OcrEngine,
+    gray: &GrayImage,
+    cx: &SampleContext,
+) -> Result<OcrPage, Outcome> {
+    let ocr_error = |e: crate::OcrError| error("ocr", e.to_string());
+    if !cx.first_stage {
+        return engine.recognize(gray).map_err(ocr_error);
+    }
+    let regions = engine.analyse_layout(gray).map_err(ocr_error)?;
+    if let Err(r) = cx.filters.check_layout(&regions) {
+        return Err(Outcome::Rejected {
+            filter: r.filter,
+            detail: r.detail,
+        });
+    }
+    engine.recognize_analysed().map_err(ocr_error)
 }
 
 /// Scales so the short side is `short` pixels (up or down, as img2dataset's `keep_ratio`).
