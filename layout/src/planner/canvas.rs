@@ -129,23 +129,8 @@ fn fit_region(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{InkExtent, TextLine};
-
-    /// Every character is 0.6 em wide and 0.7 em tall, as a rough sans.
-    struct FixedMeasure;
-
-    impl TextMeasure for FixedMeasure {
-        fn ink_extent(
-            &self,
-            text: &str,
-            _font: Option<&str>,
-        ) -> Result<InkExtent, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(InkExtent {
-                width: 0.6 * text.chars().count() as f32,
-                height: 0.7,
-            })
-        }
-    }
+    use crate::TextLine;
+    use crate::planner::fixed_measure::FixedMeasure;
 
     fn plan(w: u32, h: u32) -> Result<Plan, LayoutError> {
         let keywords = vec!["GRAND OPENING".to_string(), "Saturday".to_string()];

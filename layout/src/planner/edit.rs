@@ -324,22 +324,8 @@ fn describe(change: Change) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{InkExtent, TextLine};
-
-    struct FixedMeasure;
-
-    impl TextMeasure for FixedMeasure {
-        fn ink_extent(
-            &self,
-            text: &str,
-            _font: Option<&str>,
-        ) -> Result<InkExtent, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(InkExtent {
-                width: 0.6 * text.chars().count() as f32,
-                height: 0.7,
-            })
-        }
-    }
+    use crate::TextLine;
+    use crate::planner::fixed_measure::FixedMeasure;
 
     fn poster() -> Layout {
         Layout::new(

@@ -5,6 +5,8 @@
 mod canvas;
 mod constrain;
 mod edit;
+#[cfg(test)]
+mod fixed_measure;
 mod gbnf;
 mod llm;
 pub mod tidy;

@@ -290,23 +290,8 @@ pub fn overlap_count(layout: &Layout) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{InkExtent, TextLine};
-
-    /// Every character 0.6 em wide, 0.7 em tall.
-    struct FixedMeasure;
-
-    impl TextMeasure for FixedMeasure {
-        fn ink_extent(
-            &self,
-            text: &str,
-            _font: Option<&str>,
-        ) -> Result<InkExtent, Box<dyn std::error::Error + Send + Sync>> {
-            Ok(InkExtent {
-                width: 0.6 * text.chars().count() as f32,
-                height: 0.7,
-            })
-        }
-    }
+    use crate::TextLine;
+    use crate::planner::fixed_measure::FixedMeasure;
 
     fn layout(lines: &[(&str, [i32; 4])]) -> Layout {
         let lines = lines
