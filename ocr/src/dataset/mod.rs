@@ -11,6 +11,7 @@ mod filters;
 mod input;
 mod photos;
 mod reader;
+mod rng;
 mod run;
 mod sample;
 mod shard;

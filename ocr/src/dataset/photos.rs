@@ -4,6 +4,7 @@
 //! as the inputs a dataset build must reject; they are made, not downloaded, so they carry no
 //! licence and no text.
 
+use super::rng::Rng;
 use image::{Rgb, RgbImage};
 
 /// The kinds of photograph, in the order `textless_photo` cycles through them.
@@ -82,29 +83,6 @@ fn bokeh(img: &mut RgbImage, rng: &mut Rng) {
 fn mix(a: [u8; 3], b: [u8; 3], t: f32) -> Rgb<u8> {
     let m = |x: u8, y: u8| (f32::from(x) * (1.0 - t) + f32::from(y) * t).round() as u8;
     Rgb([m(a[0], b[0]), m(a[1], b[1]), m(a[2], b[2])])
-}
-
-/// SplitMix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn colour(&mut self) -> [u8; 3] {
-        let v = self.next();
-        [v as u8, (v >> 8) as u8, (v >> 16) as u8]
-    }
 }
 
 /// Value noise: random values on the integer lattice (hashed into a table of 4096, cheap

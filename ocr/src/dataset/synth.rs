@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
+use super::rng::Rng;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{GrayImage, ImageEncoder, RgbImage};
 use letterpress_layout::{BBox, Layout, Rgb, TypographicPlanner, td2};
@@ -95,33 +96,6 @@ pub struct SynthReport {
     pub shards: usize,
     pub shards_resumed: usize,
     pub stats: Stats,
-}
-
-/// SplitMix64: tiny, seedable, and the same on every platform.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64, index: u64) -> Self {
-        let mut r = Rng(seed ^ index.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-        r.next();
-        r
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
 }
 
 fn luminance(c: [u8; 3]) -> f32 {
