@@ -18,13 +18,37 @@ use crate::state::AppState;
 /// the blocking pool; the first problem as a 400 naming the field.
 pub async fn check_generation(state: &AppState, input: &GenerationInput) -> Result<(), ApiError> {
     let state = state.clone();
-    let input = input.clone();
+    let input = TextRequest::of(input);
     tokio::task::spawn_blocking(move || dry_run(&state, &input))
         .await
         .map_err(ApiError::internal)?
 }
 
-fn dry_run(state: &AppState, input: &GenerationInput) -> Result<(), ApiError> {
+/// What planning and drawing read of a generation: not its init image, which may be tens of
+/// megabytes of base64 that the blocking task need not copy.
+struct TextRequest {
+    prompt: String,
+    keywords: Vec<String>,
+    layout: Option<Layout>,
+    width: u32,
+    height: u32,
+    seed: u64,
+}
+
+impl TextRequest {
+    fn of(input: &GenerationInput) -> Self {
+        TextRequest {
+            prompt: input.prompt.clone(),
+            keywords: input.keywords.clone(),
+            layout: input.layout.clone(),
+            width: input.width,
+            height: input.height,
+            seed: input.seed,
+        }
+    }
+}
+
+fn dry_run(state: &AppState, input: &TextRequest) -> Result<(), ApiError> {
     let (width, height) = (input.width, input.height);
     if let Some(layout) = &input.layout {
         let fitted = layout.fitted_to(width, height);

@@ -61,13 +61,10 @@ pub async fn create(
     // Nobody but this caller waits for the job: when it goes away (the connection closes and
     // this future is dropped) or its wait runs out, the job is canceled, not left holding the
     // worker.
-    let abandon = CancelOnDrop {
-        state: state.clone(),
-        id: job.id.clone(),
-    };
+    let mut abandon = CancelOnDrop(Some((state.clone(), job.id.clone())));
     let job = wait_for(&state, &job.id, state.settings.openai_wait_secs).await?;
     if job.status.is_terminal() {
-        std::mem::forget(abandon);
+        abandon.disarm();
     } else if state.is_shutting_down() {
         drop(abandon);
         return Err(ApiError::new(
@@ -122,20 +119,26 @@ pub async fn create(
     .into_response())
 }
 
-/// Cancels a job unless forgotten (`std::mem::forget`) once the job has ended.
-struct CancelOnDrop {
-    state: AppState,
-    id: String,
+/// Cancels its job when dropped, unless disarmed once the job has ended.
+struct CancelOnDrop(Option<(AppState, String)>);
+
+impl CancelOnDrop {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
 }
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        match cancel_job(&self.state, &self.id) {
+        let Some((state, id)) = &self.0 else {
+            return;
+        };
+        match cancel_job(state, id) {
             Ok(Some(CancelRequest::CanceledQueued | CancelRequest::WillStop)) => {
-                tracing::info!(job = %self.id, "the caller is gone: job canceled");
+                tracing::info!(job = %id, "the caller is gone: job canceled");
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(job = %self.id, error = %e, "canceling an abandoned job"),
+            Err(e) => tracing::error!(job = %id, error = %e, "canceling an abandoned job"),
         }
     }
 }
