@@ -61,20 +61,14 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
 }
 
-/// Commands whose work is libtorch's: its intra-op parallelism is OpenMP, which
-/// `OMP_THREAD_LIMIT=1` (meant for tesseract) would make single-threaded.
-fn runs_torch(command: &Command) -> bool {
+/// Commands that run tesseract in bulk, one engine per worker: its OpenMP threads would fight
+/// the workers for the cores, so they run with `OMP_THREAD_LIMIT=1`. Only these pay for the
+/// re-execution; libtorch's commands must not get the limit (their intra-op parallelism is
+/// OpenMP too), and the rest use no OpenMP.
+fn runs_ocr(command: &Command) -> bool {
     matches!(
         command,
-        Command::Generate(_)
-            | Command::Poster(_)
-            | Command::Serve(_)
-            | Command::Train(_)
-            | Command::Bench(
-                bench::BenchCommand::Unet(_)
-                    | bench::BenchCommand::Pipeline(_)
-                    | bench::BenchCommand::Load(_)
-            )
+        Command::Eval(_) | Command::Dataset(_) | Command::Bench(bench::BenchCommand::Ocr(_))
     )
 }
 
@@ -101,7 +95,7 @@ fn exec_with_one_omp_thread() -> std::io::Error {
 
 fn main() {
     let cli = Cli::parse();
-    if std::env::var_os("OMP_THREAD_LIMIT").is_none() && !runs_torch(&cli.command) {
+    if std::env::var_os("OMP_THREAD_LIMIT").is_none() && runs_ocr(&cli.command) {
         // Tesseract's OpenMP threads fight our own workers for the cores (docs/architecture.md,
         // "OCR threads"); one thread per engine is faster in bulk.
         let e = exec_with_one_omp_thread();
