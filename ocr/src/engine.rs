@@ -132,9 +132,15 @@ impl OcrEngine {
             Ok(boxa) => boxes(&boxa),
             Err(_) => Vec::new(),
         };
-        let words = match api.get_component_images_1(RIL_WORD, 0) {
-            Ok(boxa) => boxa.get_count().max(0) as usize,
-            Err(_) => 0,
+        // On a page with no lines tesseract keeps no layout, so a second GetComponentImages
+        // would run the whole analysis again (as costly as the first) only to find nothing.
+        let words = if lines.is_empty() {
+            0
+        } else {
+            match api.get_component_images_1(RIL_WORD, 0) {
+                Ok(boxa) => boxa.get_count().max(0) as usize,
+                Err(_) => 0,
+            }
         };
         self.analysed = Some((width, height));
         Ok(TextRegions {
