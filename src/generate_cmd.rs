@@ -12,8 +12,8 @@ use letterpress_diffusion::pipelines::{ControlMode, ModelSource};
 use letterpress_diffusion::schedulers::SchedulerKind;
 use letterpress_layout::{Layout, extract_keywords, parse_keyword_list};
 use letterpress_poster::{
-    LayoutTokens, Poster, PosterEngine, PosterError, PosterEvent, PosterInit, PosterRequest,
-    PosterText, RepaintRegion, encode_png,
+    Certificate, LayoutTokens, Poster, PosterEngine, PosterError, PosterEvent, PosterInit,
+    PosterRequest, PosterText, RepaintRegion, encode_png,
 };
 use letterpress_render::RenderOptions;
 
@@ -120,6 +120,20 @@ pub struct ModelOptions {
     /// Font to measure and render with. Default: DejaVu Sans Bold.
     #[arg(long)]
     font: Option<String>,
+    /// Read each line back with OCR and print how many read right; the PNG gets the
+    /// certificate in its `certificate` text chunk (implied by the three options below).
+    #[arg(long)]
+    verify: bool,
+    /// Also write the certificate as JSON: an object for one image, an array for several.
+    #[arg(long)]
+    certificate: Option<PathBuf>,
+    /// Repaint lines that read wrong, in place, at most this many rounds (0–5), each with a
+    /// new seed; pixels outside the repaired lines stay the first image's.
+    #[arg(long, default_value_t = 0)]
+    repair: usize,
+    /// With --n 2 or more: rank the images by their certificates and write only the best.
+    #[arg(long)]
+    best_of: bool,
 }
 
 #[derive(Args)]
@@ -156,8 +170,28 @@ pub struct PosterArgs {
     output: PathBuf,
 }
 
+impl ModelOptions {
+    /// The first flag `edit` does not take (it paints one picture, from its IMAGE), if given.
+    pub(crate) fn edit_conflict(&self) -> Option<&'static str> {
+        [
+            (
+                self.init_image.is_some(),
+                "--init-image (the picture to edit is IMAGE)",
+            ),
+            (self.mask.is_some(), "--mask"),
+            (self.inpaint_line.is_some(), "--inpaint-line"),
+            (self.n != 1, "--n"),
+            (self.repair != 0, "--repair"),
+            (self.best_of, "--best-of"),
+            (self.td2, "--td2"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+}
+
 /// The model the flags name, or the embedded demo model, as a poster engine.
-fn load_engine(o: &ModelOptions) -> Result<PosterEngine> {
+pub(crate) fn load_engine(o: &ModelOptions) -> Result<PosterEngine> {
     let embedded;
     let (dir, default_side) = match &o.model_dir {
         Some(dir) => (dir, 512),
@@ -195,7 +229,11 @@ fn load_engine(o: &ModelOptions) -> Result<PosterEngine> {
 }
 
 /// The poster request the flags describe.
-fn poster_request(prompt: &str, text: PosterText, o: &ModelOptions) -> Result<PosterRequest> {
+pub(crate) fn poster_request(
+    prompt: &str,
+    text: PosterText,
+    o: &ModelOptions,
+) -> Result<PosterRequest> {
     let mut r = PosterRequest::new(prompt);
     r.negative_prompt = o.negative_prompt.clone();
     r.text = text;
@@ -228,6 +266,9 @@ fn poster_request(prompt: &str, text: PosterText, o: &ModelOptions) -> Result<Po
         LayoutTokens::Never
     };
     r.init = init_image(o)?;
+    r.verify = o.verify || o.certificate.is_some();
+    r.repair = o.repair;
+    r.best_of = o.best_of;
     Ok(r)
 }
 
@@ -267,6 +308,7 @@ fn in_flags(e: PosterError) -> anyhow::Error {
         "n" => "--n",
         "layout_tokens" => "--td2",
         "init.region" => "--inpaint-line",
+        "repair" => "--repair",
         "text" => "the text (--layout, --keywords or quoted text in the prompt)",
         other => other,
     };
@@ -277,6 +319,9 @@ fn in_flags(e: PosterError) -> anyhow::Error {
 fn run_generation(prompt: &str, text: PosterText, o: &ModelOptions, output: &Path) -> Result<()> {
     if o.n == 0 {
         bail!("--n must be at least 1");
+    }
+    if o.best_of && o.n < 2 {
+        bail!("--best-of ranks several images: give --n 2 or more");
     }
     let is_png = output
         .extension()
@@ -310,14 +355,72 @@ fn run_generation(prompt: &str, text: PosterText, o: &ModelOptions, output: &Pat
                     bar.set_length(steps as u64);
                     bar.set_position(step as u64);
                 }
+                PosterEvent::Verified { image, certificate } => {
+                    bar.println(certificate_summary(image, certificate));
+                }
             },
             &|| false,
         )
         .map_err(in_flags);
     bar.finish_and_clear();
-    let poster = poster?;
+    let mut poster = poster?;
+    if o.best_of {
+        // The engine ranked them best first.
+        poster.images.truncate(1);
+    }
     save_extras(&poster, o)?;
-    write_outputs(&poster, output)
+    write_outputs(&poster, output)?;
+    match &o.certificate {
+        Some(path) => write_certificate(&poster, output, path),
+        None => Ok(()),
+    }
+}
+
+/// `image 1: 2/3 lines read right (…)` for the terminal.
+fn certificate_summary(image: usize, c: &Certificate) -> String {
+    let wrong: Vec<String> = c
+        .lines
+        .iter()
+        .filter(|l| !l.ok)
+        .map(|l| format!("{:?} read as {:?}", l.text, l.read))
+        .collect();
+    let rounds = if c.rounds > 0 {
+        format!(" after {} repair round(s)", c.rounds)
+    } else {
+        String::new()
+    };
+    let mut s = format!(
+        "image {}: {}/{} lines read right{rounds}",
+        image + 1,
+        c.lines_ok,
+        c.line_count
+    );
+    if !wrong.is_empty() {
+        s.push_str(&format!(" ({})", wrong.join("; ")));
+    }
+    s
+}
+
+/// `--certificate`: each written image's file, seed and certificate.
+fn write_certificate(poster: &Poster, output: &Path, path: &Path) -> Result<()> {
+    let n = poster.images.len();
+    let entries: Vec<serde_json::Value> = poster
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| {
+            serde_json::json!({
+                "file": numbered(output, i, n).display().to_string(),
+                "seed": image.seed,
+                "certificate": image.certificate,
+            })
+        })
+        .collect();
+    let json = match entries.as_slice() {
+        [one] => serde_json::to_string_pretty(one)?,
+        _ => serde_json::to_string_pretty(&entries)?,
+    };
+    std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `--save-mask` (what the ControlNet saw, else the glyph mask) and `--save-layout`.
@@ -352,7 +455,7 @@ fn write_outputs(poster: &Poster, output: &Path) -> Result<()> {
     let n = poster.images.len();
     for (i, image) in poster.images.iter().enumerate() {
         let path = numbered(output, i, n);
-        let png = encode_png(&image.image, &poster.metadata.png_text(image.seed))
+        let png = encode_png(&image.image, &poster.png_text(image))
             .with_context(|| format!("encoding {}", path.display()))?;
         std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
         println!("{} (seed {})", path.display(), image.seed);

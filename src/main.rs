@@ -12,6 +12,7 @@ mod bench_support;
 mod bench_unet;
 mod dataset_cmd;
 mod device;
+mod edit_cmd;
 mod embedded_model;
 mod eval_cmd;
 mod generate_cmd;
@@ -51,6 +52,9 @@ enum Command {
     Generate(generate_cmd::GenerateArgs),
     /// Plan, render and generate a poster from one prompt.
     Poster(generate_cmd::PosterArgs),
+    /// Replace text in an existing picture, in place: OCR finds the old text, the new text is
+    /// inpainted into its box; every other pixel stays the input's.
+    Edit(edit_cmd::EditArgs),
     /// Benchmarks that print a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -132,6 +136,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Generate(args) => generate_cmd::run_generate(args),
         Command::Poster(args) => generate_cmd::run_poster(args),
+        Command::Edit(args) => edit_cmd::run(args),
         Command::Train(cmd) => train_cmd::run(cmd),
     }
 }
