@@ -10,7 +10,7 @@ use letterpress_poster::{
     EditRequest, PosterError, PosterText, Replacement, encode_png, read_png_text,
 };
 
-use crate::generate_cmd::{ModelOptions, load_engine, poster_request};
+use crate::model_options::{ModelOptions, load_engine, poster_request};
 
 #[derive(Args)]
 pub struct EditArgs {

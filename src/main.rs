@@ -17,6 +17,7 @@ mod embedded_model;
 mod eval_cmd;
 mod generate_cmd;
 mod layout_cmd;
+mod model_options;
 mod render_cmd;
 mod serve_cmd;
 mod serve_engine;
