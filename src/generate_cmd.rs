@@ -62,6 +62,20 @@ fn in_flags(e: PosterError) -> anyhow::Error {
     anyhow!("{flag}: {message}")
 }
 
+impl GenerateArgs {
+    /// Whether the images are read back with OCR (verify, certificate, repair or best-of).
+    pub fn verifies(&self) -> bool {
+        self.options.verifies()
+    }
+}
+
+impl PosterArgs {
+    /// Whether the images are read back with OCR (verify, certificate, repair or best-of).
+    pub fn verifies(&self) -> bool {
+        self.options.verifies()
+    }
+}
+
 /// Everything `generate` and `poster` share after parsing.
 fn run_generation(prompt: &str, text: PosterText, o: &ModelOptions, output: &Path) -> Result<()> {
     if o.n == 0 {

@@ -134,6 +134,11 @@ pub struct ModelOptions {
 }
 
 impl ModelOptions {
+    /// Whether the images are read back with OCR (verify, certificate, repair or best-of).
+    pub(crate) fn verifies(&self) -> bool {
+        self.verify || self.certificate.is_some() || self.repair > 0 || self.best_of
+    }
+
     /// The first flag `edit` does not take (it paints one picture, from its IMAGE), if given.
     pub(crate) fn edit_conflict(&self) -> Option<&'static str> {
         [
