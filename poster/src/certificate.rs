@@ -27,8 +27,8 @@ pub struct LineCheck {
     /// Levenshtein distance of the normalised words over the longer length: 0 identical,
     /// 1 nothing in common.
     pub edit_distance: f64,
-    /// Mean word confidence of the read, 0–100 (0 when nothing was read).
-    pub confidence: f32,
+    /// Mean word confidence of the read, 0–100 to two decimals (0 when nothing was read).
+    pub confidence: f64,
     /// The normalised words are exactly the intended ones.
     pub ok: bool,
     /// The repair round whose paint the line shows; 0 for the first image.
@@ -109,7 +109,7 @@ thread_local! {
 }
 
 /// Reads `crop` with this thread's certificate engine (psm 6: a block of one or a few lines).
-fn read_crop(crop: &GrayImage) -> Result<(String, f32), PosterError> {
+fn read_crop(crop: &GrayImage) -> Result<(String, f64), PosterError> {
     OCR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let engine = match slot.as_mut() {
@@ -127,7 +127,9 @@ fn read_crop(crop: &GrayImage) -> Result<(String, f32), PosterError> {
             .map(|w| w.text.as_str())
             .collect::<Vec<_>>()
             .join(" ");
-        Ok((read, page.mean_confidence()))
+        // Two decimals: the same number whether read as f32 or f64 from the JSON.
+        let confidence = (f64::from(page.mean_confidence()) * 100.0).round() / 100.0;
+        Ok((read, confidence))
     })
 }
 

@@ -55,7 +55,7 @@ pub struct LineCertificate {
     /// Normalised edit distance: 0 identical, 1 nothing in common.
     pub edit_distance: f64,
     /// Mean OCR word confidence, 0–100.
-    pub confidence: f32,
+    pub confidence: f64,
     pub ok: bool,
     /// The repair round whose paint the line shows; 0 for the first image.
     pub round: u32,
