@@ -209,8 +209,8 @@ fn find_old(
     if let Some(word) = page.words.iter().find(|w| same(&w.text)) {
         return Ok((word.bbox, "ocr"));
     }
-    if let Some(line) = known.and_then(|k| k.lines.iter().find(|l| same(&l.text))) {
-        return Ok((line.bbox, "layout"));
+    if let Some(bbox) = known.and_then(|k| layout_box(k, &same)) {
+        return Ok((bbox, "layout"));
     }
     let read: Vec<String> = page.lines.iter().map(|l| format!("{:?}", l.text)).collect();
     let read = if read.is_empty() {
@@ -222,6 +222,21 @@ fn find_old(
         field(i, "old"),
         format!("{old:?} is not in the picture; OCR read {read}"),
     ))
+}
+
+/// The box of the layout line, or of the stacked sub-line (`\n`) of one, that `same` accepts;
+/// a line's sub-lines share its height equally, as the renderer stacks them.
+fn layout_box(layout: &Layout, same: &dyn Fn(&str) -> bool) -> Option<BBox> {
+    layout.lines.iter().find_map(|line| {
+        if same(&line.text) {
+            return Some(line.bbox);
+        }
+        let subs: Vec<&str> = line.text.split('\n').collect();
+        let j = subs.iter().position(|s| same(s))?;
+        let (b, n) = (line.bbox, subs.len() as i32);
+        let row = |k: i32| b.top + (b.bottom - b.top) * k / n;
+        Some(BBox::new(b.left, row(j as i32), b.right, row(j as i32 + 1)))
+    })
 }
 
 /// The font size `text` fills `bbox` at (`None`: nothing drawable).
@@ -418,6 +433,15 @@ mod tests {
         assert_eq!(
             find_old(0, "party", &page, Some(&known)).unwrap(),
             (BBox::new(1, 1, 9, 9), "layout")
+        );
+        let stacked = Layout::new(
+            10,
+            10,
+            vec![TextLine::new("SUMMER\nSALE", BBox::new(0, 20, 100, 60))],
+        );
+        assert_eq!(
+            find_old(0, "sale", &page, Some(&stacked)).unwrap(),
+            (BBox::new(0, 40, 100, 60), "layout")
         );
     }
 }
