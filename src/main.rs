@@ -12,10 +12,12 @@ mod bench_support;
 mod bench_unet;
 mod dataset_cmd;
 mod device;
+mod edit_cmd;
 mod embedded_model;
 mod eval_cmd;
 mod generate_cmd;
 mod layout_cmd;
+mod model_options;
 mod render_cmd;
 mod serve_cmd;
 mod serve_engine;
@@ -51,6 +53,9 @@ enum Command {
     Generate(generate_cmd::GenerateArgs),
     /// Plan, render and generate a poster from one prompt.
     Poster(generate_cmd::PosterArgs),
+    /// Replace text in an existing picture, in place: OCR finds the old text, the new text is
+    /// inpainted into its box; every other pixel stays the input's.
+    Edit(edit_cmd::EditArgs),
     /// Benchmarks that print a ratio against a reference measured in the same run.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -72,17 +77,31 @@ fn runs_ocr(command: &Command) -> bool {
     )
 }
 
-/// Replaces this process by itself with `OMP_THREAD_LIMIT=1`; returns only on failure. libgomp
-/// reads the variable once, when it is loaded, before `main` runs, so setting it in this
-/// process would come too late (docs/architecture.md, "OCR threads").
-fn exec_with_one_omp_thread() -> std::io::Error {
+/// Commands that run tesseract in the same process as libtorch (reading lines back, repairing,
+/// editing): the OpenMP threads of both, spinning while idle, starve each other on a busy
+/// machine (a `poster --repair 2` took 2 min 56 s against 16 s), so idle threads sleep
+/// instead: `OMP_WAIT_POLICY=passive`, which keeps libtorch's thread count.
+fn mixes_ocr_and_torch(command: &Command) -> bool {
+    match command {
+        Command::Generate(args) => args.verifies(),
+        Command::Poster(args) => args.verifies(),
+        // The service's jobs may ask for `verify` or `repair`.
+        Command::Edit(_) | Command::Serve(_) => true,
+        _ => false,
+    }
+}
+
+/// Replaces this process by itself with `key=value` in its environment; returns only on
+/// failure. libgomp reads its variables once, when it is loaded, before `main` runs, so setting
+/// them in this process would come too late (docs/architecture.md, "OCR threads").
+fn exec_with_env(key: &str, value: &str) -> std::io::Error {
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
         match std::env::current_exe() {
             Ok(exe) => std::process::Command::new(exe)
                 .args(std::env::args_os().skip(1))
-                .env("OMP_THREAD_LIMIT", "1")
+                .env(key, value)
                 .exec(),
             Err(e) => e,
         }
@@ -98,9 +117,15 @@ fn main() {
     if std::env::var_os("OMP_THREAD_LIMIT").is_none() && runs_ocr(&cli.command) {
         // Tesseract's OpenMP threads fight our own workers for the cores (docs/architecture.md,
         // "OCR threads"); one thread per engine is faster in bulk.
-        let e = exec_with_one_omp_thread();
+        let e = exec_with_env("OMP_THREAD_LIMIT", "1");
         eprintln!(
             "warning: running with tesseract's OpenMP threads (re-executing with OMP_THREAD_LIMIT=1 failed: {e})"
+        );
+    }
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() && mixes_ocr_and_torch(&cli.command) {
+        let e = exec_with_env("OMP_WAIT_POLICY", "passive");
+        eprintln!(
+            "warning: OpenMP threads spin while idle (re-executing with OMP_WAIT_POLICY=passive failed: {e})"
         );
     }
     // The service logs each request (with its request id) by default; the CLI only warnings.
@@ -132,6 +157,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve_cmd::run(args),
         Command::Generate(args) => generate_cmd::run_generate(args),
         Command::Poster(args) => generate_cmd::run_poster(args),
+        Command::Edit(args) => edit_cmd::run(args),
         Command::Train(cmd) => train_cmd::run(cmd),
     }
 }

@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use image::RgbImage;
 use letterpress_api::{
-    EngineError, EngineEvent, EngineInfo, EngineJob, EngineLoader, PosterEngine, StepProgress,
-    StopToken,
+    EngineError, EngineEvent, EngineInfo, EngineJob, EngineLoader, LineCertificate, PosterEngine,
+    StepProgress, StopToken,
 };
 use letterpress_diffusion::pipelines::ModelSource;
 use letterpress_diffusion::schedulers::{SchedulerConfig, build_scheduler};
 use letterpress_diffusion::{LoadOptions, SchedulerKind};
 use letterpress_layout::Layout;
 use letterpress_poster::{
-    PosterError, PosterEvent, PosterInit, PosterRequest, PosterText, RepaintRegion,
+    Certificate, PosterError, PosterEvent, PosterInit, PosterRequest, PosterText, RepaintRegion,
 };
 use letterpress_render::{MissingGlyph, RenderOptions};
 
@@ -125,6 +125,8 @@ fn poster_request(job: &EngineJob) -> Result<PosterRequest, EngineError> {
         strength: f64::from(init.strength),
         region: init.inpaint_line.map(RepaintRegion::Line),
     });
+    r.verify = job.verify;
+    r.repair = job.repair as usize;
     Ok(r)
 }
 
@@ -167,6 +169,10 @@ impl PosterEngine for DiffusionEngine {
                     steps: steps as u32,
                     preview,
                 }),
+                PosterEvent::Verified { image, certificate } => EngineEvent::Verified {
+                    image: image as u32,
+                    certificate: api_certificate(certificate),
+                },
             };
             if events(event).is_break() {
                 broken.set(true);
@@ -179,6 +185,30 @@ impl PosterEngine for DiffusionEngine {
             })
             .map_err(engine_error)?;
         Ok(poster.images.into_iter().map(|i| i.image).collect())
+    }
+}
+
+/// The poster engine's certificate in the API's types.
+fn api_certificate(c: &Certificate) -> letterpress_api::Certificate {
+    letterpress_api::Certificate {
+        lines_ok: c.lines_ok as u32,
+        line_count: c.line_count as u32,
+        score: c.score,
+        rounds: c.rounds as u32,
+        repair_seeds: c.repair_seeds.clone(),
+        lines: c
+            .lines
+            .iter()
+            .map(|l| LineCertificate {
+                index: l.index as u32,
+                text: l.text.clone(),
+                read: l.read.clone(),
+                edit_distance: l.edit_distance,
+                confidence: l.confidence,
+                ok: l.ok,
+                round: l.round as u32,
+            })
+            .collect(),
     }
 }
 

@@ -477,3 +477,148 @@ fn bad_input_gets_clear_errors() {
     assert!(!Path::new(o).exists(), "nothing written on failure");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `--best-of` with `--repair` and `--certificate`: one PNG (the best), its certificate in a
+/// text chunk and in the JSON file, and a summary line per image.
+#[test]
+fn best_of_writes_the_best_image_with_its_certificate() {
+    let dir = temp_dir("best-of");
+    let layout = dir.join("layout.json");
+    std::fs::write(&layout, LAYOUT).unwrap();
+    let out_png = dir.join("out.png");
+    let cert = dir.join("cert.json");
+    let out = run(&[
+        "generate",
+        "--model-dir",
+        &fixture("sd1-controlnet"),
+        "--prompt",
+        "a poster",
+        "--layout",
+        layout.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--seed",
+        "4",
+        "--n",
+        "2",
+        "--best-of",
+        "--repair",
+        "1",
+        "--certificate",
+        cert.to_str().unwrap(),
+        "-o",
+        out_png.to_str().unwrap(),
+    ]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("lines read right").count(), 2, "{err}");
+    assert!(out_png.exists() && !dir.join("out-1.png").exists());
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cert).unwrap()).unwrap();
+    assert_eq!(json["file"], out_png.to_str().unwrap());
+    assert_eq!(json["certificate"]["line_count"], 2);
+    assert_eq!(json["certificate"]["lines"][1]["text"], "today");
+    let chunk: serde_json::Value =
+        serde_json::from_str(&text_chunks(&out_png)["certificate"]).unwrap();
+    assert_eq!(chunk, json["certificate"]);
+    let out = run(&[
+        "generate",
+        "--model-dir",
+        &fixture("sd1-controlnet"),
+        "--prompt",
+        "p",
+        "--layout",
+        layout.to_str().unwrap(),
+        "--repair",
+        "6",
+        "-o",
+        dir.join("x.png").to_str().unwrap(),
+    ]);
+    fails_with(&out, "--repair: 6 rounds: at most 5");
+    let out = run(&[
+        "generate",
+        "--model-dir",
+        &fixture("sd1-controlnet"),
+        "--prompt",
+        "p",
+        "--layout",
+        layout.to_str().unwrap(),
+        "--best-of",
+        "-o",
+        dir.join("x.png").to_str().unwrap(),
+    ]);
+    fails_with(&out, "--best-of ranks several images");
+    assert!(!dir.join("x.png").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `edit` on a poster of ours: the old word is found (here through the PNG's layout, the
+/// fixture paints noise), pixels far from it are unchanged, and bad edits write nothing.
+#[test]
+fn edit_replaces_a_word_and_bad_edits_write_nothing() {
+    let dir = temp_dir("edit");
+    let layout = dir.join("layout.json");
+    std::fs::write(&layout, LAYOUT).unwrap();
+    let poster = dir.join("poster.png");
+    let model = fixture("sd1-controlnet");
+    ok(&run(&[
+        "generate",
+        "--model-dir",
+        &model,
+        "--prompt",
+        "p",
+        "--layout",
+        layout.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--seed",
+        "1",
+        "-o",
+        poster.to_str().unwrap(),
+    ]));
+    let edited = dir.join("edited.png");
+    let edit = |replace: &str, input: &Path, output: &Path| {
+        run(&[
+            "edit",
+            input.to_str().unwrap(),
+            "--replace",
+            replace,
+            "--model-dir",
+            &model,
+            "--steps",
+            "1",
+            "--seed",
+            "2",
+            "-o",
+            output.to_str().unwrap(),
+        ])
+    };
+    let out = edit("today=later", &poster, &edited);
+    ok(&out);
+    let edits = &text_chunks(&edited)["edits"];
+    assert!(edits.contains("\"new\":\"later\""), "{edits}");
+    let (a, b) = (
+        image::open(&poster).unwrap().to_rgb8(),
+        image::open(&edited).unwrap().to_rgb8(),
+    );
+    // "today" is drawn in rows 36..52; the rows above its margin are untouched.
+    for y in 0..30 {
+        for x in 0..64 {
+            assert_eq!(a.get_pixel(x, y), b.get_pixel(x, y), "({x}, {y})");
+        }
+    }
+    let nothing = dir.join("nothing.png");
+    fails_with(
+        &edit("PARTY=FUN", &poster, &nothing),
+        "--replace \"PARTY=FUN\": \"PARTY\" is not in the picture; OCR read",
+    );
+    fails_with(&edit("today", &poster, &nothing), "expected OLD=NEW");
+    let huge = dir.join("huge.png");
+    image::RgbImage::new(4096, 64).save(&huge).unwrap();
+    fails_with(
+        &edit("a=b", &huge, &nothing),
+        "each side must be 64 to 2048",
+    );
+    assert!(!nothing.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -433,3 +433,44 @@ fn one_line_of_a_result_is_regenerated_in_place() {
     assert_eq!(err["error"]["param"], "inpaint_line");
     server.terminate();
 }
+
+/// `repair` through the real poster engine: the worker hears a `verified` event per image
+/// and the output carries the engine's certificates, mapped into the API's shape.
+#[test]
+fn a_repaired_job_carries_the_engine_certificates() {
+    let data = temp_dir("verify");
+    let server = Server::start(&data, &[]);
+    let layout = json!({"width": 64, "height": 64, "lines": [
+        {"text": "SALE", "bbox": [0, 0, 64, 24]},
+        {"text": "today", "bbox": [0, 40, 64, 64]}
+    ]});
+    let body = json!({"prompt": "a poster", "layout": layout, "steps": 2, "seed": 5, "n": 2,
+                      "repair": 1});
+    let (status, job) = server.post("/v1/generations", body, &[("prefer", "wait=300")]);
+    assert_eq!(
+        (status, &job["status"]),
+        (201, &json!("succeeded")),
+        "{job}"
+    );
+    let certificates = job["output"]["certificates"].as_array().unwrap();
+    assert_eq!(certificates.len(), 2);
+    for c in certificates {
+        assert_eq!(c["line_count"], 2);
+        assert_eq!(c["lines"][1]["text"], "today");
+        // The fixture paints noise: no line reads right, so the one round runs.
+        assert_eq!(
+            (c["lines_ok"].as_u64(), c["rounds"].as_u64()),
+            (Some(0), Some(1))
+        );
+    }
+    let id = job["id"].as_str().unwrap();
+    let verified: Vec<Value> = server
+        .events(id)
+        .into_iter()
+        .filter(|(k, _)| k == "verified")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(verified.len(), 2);
+    assert_eq!(verified[1]["certificate"], certificates[1]);
+    server.terminate();
+}

@@ -36,6 +36,10 @@ pub struct EngineJob {
     pub preview_every: u32,
     /// Start from a picture instead of noise (regenerating a line of an earlier result).
     pub init: Option<EngineInit>,
+    /// Read each image's lines back and report a [`EngineEvent::Verified`] per image.
+    pub verify: bool,
+    /// Repair rounds for lines that read wrong (implies `verify`).
+    pub repair: u32,
 }
 
 /// img2img inputs: the picture, how much of it is repainted, and optionally the one layout
@@ -65,6 +69,12 @@ pub enum EngineEvent {
     },
     /// A denoising step finished.
     Step(StepProgress),
+    /// Image `image` (0-based, in the order returned) was read back with OCR and, when the
+    /// job asked, repaired.
+    Verified {
+        image: u32,
+        certificate: crate::schema::Certificate,
+    },
 }
 
 /// Progress reported after each denoising step.

@@ -388,7 +388,20 @@ pub struct GenerationInput {
     /// With `init_image`: how much is repainted, (0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strength: Option<f64>,
+    /// Read each image's lines back with OCR (a certificate per image); implied by `repair`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify: bool,
+    /// Repair rounds for lines that read wrong, 0 to [`MAX_REPAIR`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repair: u32,
 }
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// The most repair rounds a job may ask for (each can cost about one more generation).
+pub const MAX_REPAIR: u32 = 5;
 
 pub const GENERATION_FIELDS: &[&str] = &[
     "prompt",
@@ -409,6 +422,8 @@ pub const GENERATION_FIELDS: &[&str] = &[
     "init_image",
     "inpaint_line",
     "strength",
+    "verify",
+    "repair",
 ];
 
 pub const OUTPUT_FORMATS: &[&str] = &["png", "jpeg", "webp"];
@@ -560,10 +575,13 @@ impl GenerationInput {
             strength,
             layout.as_ref(),
         )?;
+        let repair = f.uint("repair", 0, MAX_REPAIR.into(), 1)?.unwrap_or(0) as u32;
+        let verify = f.boolean("verify")?.unwrap_or(false) || repair > 0;
         let runs = init_image
             .as_ref()
             .map(|_| strength.unwrap_or(DEFAULT_STRENGTH));
-        limits.check_cost((width, height), steps, runs, n)?;
+        // A repair round can repaint every image once more.
+        limits.check_cost((width, height), steps, runs, n * (1 + repair))?;
         Ok(GenerationInput {
             prompt,
             negative_prompt,
@@ -583,6 +601,8 @@ impl GenerationInput {
             init_image,
             inpaint_line,
             strength,
+            verify,
+            repair,
         })
     }
 }
@@ -729,6 +749,12 @@ mod tests {
                 json!({"prompt": "p", "init_image": "file_x", "strength": 0}),
                 "strength",
                 "above 0",
+            ),
+            (json!({"prompt": "p", "repair": 6}), "repair", "0 to 5"),
+            (
+                json!({"prompt": "p", "verify": "yes"}),
+                "verify",
+                "true or false",
             ),
         ];
         for (body, param, words) in cases {

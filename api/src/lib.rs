@@ -49,6 +49,7 @@ pub use engine::{
 };
 pub use error::ApiError;
 pub use routes::app;
+pub use schema::{Certificate, LineCertificate};
 pub use server::{ServeError, serve};
 pub use settings::{Settings, SettingsError};
 pub use state::{AppState, MAX_ATTEMPTS, ModelState, Shared, StartError};

@@ -22,7 +22,7 @@ use crate::ids;
 use crate::input::{DEFAULT_STRENGTH, GenerationInput, OutputFormat};
 use crate::job_error::JobErrorCode;
 use crate::job_events::{emit, emit_end};
-use crate::schema::{GenerationMetrics, GenerationOutput};
+use crate::schema::{Certificate, GenerationMetrics, GenerationOutput};
 use crate::state::{AppState, ModelState};
 use crate::store::{FileRecord, Job, Status, now_ms};
 
@@ -204,6 +204,7 @@ fn execute(
         job,
         layout_file: None,
         mask_file: None,
+        certificates: Vec::new(),
         failure: None,
         last_step: Instant::now(),
     };
@@ -244,6 +245,10 @@ fn execute(
         layout,
         seed: input.seed,
         metrics: None,
+        // An engine that verified reported every image; one that did not, none.
+        certificates: Some(stages.certificates)
+            .filter(|c| !c.is_empty())
+            .and_then(|c| c.into_iter().collect()),
     })
 }
 
@@ -284,6 +289,8 @@ fn engine_job(state: &AppState, job: &Job, input: &GenerationInput) -> Result<En
         controlnet_conditioning_scale: input.controlnet_conditioning_scale as f32,
         preview_every: input.preview_every,
         init,
+        verify: input.verify,
+        repair: input.repair,
     })
 }
 
@@ -294,6 +301,8 @@ struct Stages<'a> {
     job: &'a Job,
     layout_file: Option<String>,
     mask_file: Option<String>,
+    /// The certificates of the `verified` events, by image.
+    certificates: Vec<Option<Certificate>>,
     /// Set when storing a stage's output failed; the engine is then told to stop.
     failure: Option<Outcome>,
     last_step: Instant,
@@ -309,6 +318,10 @@ impl Stages<'_> {
             } => self.rendered(glyph_mask, &warnings),
             EngineEvent::Step(p) => {
                 self.step(p);
+                Ok(())
+            }
+            EngineEvent::Verified { image, certificate } => {
+                self.verified(image, certificate);
                 Ok(())
             }
         };
@@ -364,6 +377,21 @@ impl Stages<'_> {
         self.mask_file = Some(file);
         let _ = self.state.store.set_status(&self.job.id, Status::Running);
         Ok(())
+    }
+
+    fn verified(&mut self, image: u32, certificate: Certificate) {
+        emit(
+            self.state,
+            &self.job.id,
+            "verified",
+            json!({ "image": image, "certificate": certificate }),
+            None,
+        );
+        let i = image as usize;
+        if self.certificates.len() <= i {
+            self.certificates.resize(i + 1, None);
+        }
+        self.certificates[i] = Some(certificate);
     }
 
     fn step(&mut self, p: StepProgress) {

@@ -1000,3 +1000,62 @@ async fn a_line_of_an_earlier_result_is_regenerated_from_its_file_or_base64() {
         assert!(message.contains(words), "{message}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_jobs_carry_a_certificate_per_image_and_an_event_each() {
+    let state = with_engine(settings("verify"), Duration::ZERO);
+    let body = json!({"prompt": "a poster that says 'OPEN'", "width": 64, "height": 64, "n": 2, "seed": 1, "steps": 1, "repair": 2});
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &[("prefer", "wait=30")],
+        Some(body),
+    )
+    .await;
+    let job = r.json();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["input"]["verify"], true, "repair implies verify");
+    let certificates = job["output"]["certificates"].as_array().unwrap();
+    assert_eq!(certificates.len(), 2);
+    assert_eq!(certificates[1]["rounds"], 2);
+    assert_eq!(certificates[0]["lines"][0]["text"], "OPEN");
+    let id = job["id"].as_str().unwrap();
+    let events = sse_events(
+        &get(&state, &format!("/v1/generations/{id}/events"))
+            .await
+            .body,
+    );
+    let verified: Vec<&Value> = events
+        .iter()
+        .filter(|(k, _)| k == "verified")
+        .map(|(_, d)| d)
+        .collect();
+    assert_eq!(verified.len(), 2);
+    assert_eq!(verified[1]["image"], 1);
+    assert_eq!(verified[0]["certificate"]["lines_ok"], 1);
+
+    // Off by default: no certificates, no verified events.
+    let plain = call(
+        &state,
+        Method::POST,
+        "/v1/generations",
+        &[("prefer", "wait=30")],
+        Some(json!({"prompt": "'OPEN'", "width": 64, "height": 64, "steps": 1})),
+    )
+    .await
+    .json();
+    assert_eq!(plain["status"], "succeeded", "{plain}");
+    assert!(plain["output"].get("certificates").is_none(), "{plain}");
+    assert!(plain["input"].get("repair").is_none(), "{plain}");
+
+    let (_, message, param) = post(
+        &state,
+        "/v1/generations",
+        json!({"prompt": "'OPEN'", "repair": 9}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST);
+    assert_eq!(param.as_deref(), Some("repair"));
+    assert!(message.contains("0 to 5"), "{message}");
+}

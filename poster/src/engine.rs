@@ -10,8 +10,14 @@ use letterpress_diffusion::pipelines::{ModelSource, StableDiffusion, StepEvent, 
 use letterpress_layout::Layout;
 use letterpress_render::{RenderOptions, Renderer};
 
+use crate::certificate::{Certificate, certify, check_line};
+use crate::repair::{MAX_REPAIR_ROUNDS, RepairTools, repair};
 use crate::stages::{PlannedLayout, generation_request, output_size, plan_layout};
-use crate::{PosterError, PosterMetadata, PosterRequest};
+use crate::{PosterError, PosterInit, PosterMetadata, PosterRequest, RepaintRegion};
+
+/// Repair rounds repaint the failing lines from pure noise (under the glyph control): a
+/// lower strength would keep the wrong letters' shapes.
+const REPAIR_STRENGTH: f64 = 1.0;
 
 /// Progress of one poster, in the order the stages run.
 #[derive(Debug)]
@@ -25,6 +31,11 @@ pub enum PosterEvent<'a> {
     Rendered {
         glyph_mask: &'a GrayImage,
         warnings: &'a [String],
+    },
+    /// Image `image` (0-based, seed order) was read back and, when asked, repaired.
+    Verified {
+        image: usize,
+        certificate: &'a Certificate,
     },
     /// A denoising step finished (1-based).
     Step {
@@ -40,6 +51,8 @@ pub enum PosterEvent<'a> {
 pub struct PosterImage {
     pub image: RgbImage,
     pub seed: u64,
+    /// How its lines read back, when the request asked for verification.
+    pub certificate: Option<Certificate>,
 }
 
 /// A finished poster: its images and everything needed to reproduce them.
@@ -55,6 +68,18 @@ pub struct Poster {
     /// What the planner and the renderer had to fix or report.
     pub warnings: Vec<String>,
     pub metadata: PosterMetadata,
+}
+
+impl Poster {
+    /// The PNG text chunks of `image` (one of this poster's): the metadata, and its
+    /// certificate as JSON in a `certificate` chunk when it was verified.
+    pub fn png_text(&self, image: &PosterImage) -> Vec<(String, String)> {
+        let mut text = self.metadata.png_text(image.seed);
+        if let Some(c) = &image.certificate {
+            text.push(("certificate".to_string(), c.to_json()));
+        }
+        text
+    }
 }
 
 /// A loaded model and a renderer: makes posters from [`PosterRequest`]s. Models are not
@@ -114,6 +139,12 @@ impl PosterEngine {
         if request.n == 0 {
             return Err(PosterError::request("n", "at least one image is needed"));
         }
+        if request.repair > MAX_REPAIR_ROUNDS {
+            return Err(PosterError::request(
+                "repair",
+                format!("{} rounds: at most {MAX_REPAIR_ROUNDS}", request.repair),
+            ));
+        }
         check(stop)?;
         let size = output_size(request, self.default_side);
         let seed = image_seeds(request.seed, 1)[0];
@@ -162,7 +193,17 @@ impl PosterEngine {
             layout.as_ref(),
             glyph_mask.as_ref(),
         )?;
-        let images = self.denoise(&g, request.preview_every, events, stop)?;
+        let mut images = self.denoise(&g, request.preview_every, events, stop)?;
+        if request.verifies() {
+            self.verify_all(
+                &mut images.0,
+                request,
+                layout.as_ref(),
+                glyph_mask.as_ref(),
+                events,
+                stop,
+            )?;
+        }
         let control_image = g.control.as_ref().map(|c| {
             letterpress_diffusion::pipelines::control_picture(&c.mask, c.mode, size.0, size.1)
         });
@@ -222,6 +263,7 @@ impl PosterEngine {
                 Ok(PosterImage {
                     image: img.to_rgb8()?,
                     seed: img.seed,
+                    certificate: None,
                 })
             })
             .collect::<Result<Vec<_>, letterpress_diffusion::Error>>()?;
@@ -229,10 +271,146 @@ impl PosterEngine {
     }
 }
 
+impl PosterEngine {
+    /// Certifies (and repairs, when asked) each image, with a `Verified` event after each;
+    /// ranks them when the request asks for the best first.
+    fn verify_all(
+        &self,
+        images: &mut [PosterImage],
+        request: &PosterRequest,
+        layout: Option<&Layout>,
+        glyph_mask: Option<&GrayImage>,
+        events: &mut dyn FnMut(PosterEvent<'_>),
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), PosterError> {
+        let Some(first) = images.first() else {
+            return Ok(());
+        };
+        let (width, height) = first.image.dimensions();
+        let empty = Layout::new(width, height, Vec::new());
+        let layout = layout.unwrap_or(&empty);
+        for (i, image) in images.iter_mut().enumerate() {
+            check(stop)?;
+            let certificate = self.verify(image, request, layout, glyph_mask, stop)?;
+            events(PosterEvent::Verified {
+                image: i,
+                certificate: &certificate,
+            });
+            image.certificate = Some(certificate);
+        }
+        if request.best_of {
+            rank(images);
+        }
+        Ok(())
+    }
+
+    /// Certifies `image` against `layout` and, when the request asks, repairs its wrong lines
+    /// in place (`image.image` becomes the repaired picture).
+    fn verify(
+        &self,
+        image: &mut PosterImage,
+        request: &PosterRequest,
+        layout: &Layout,
+        glyph_mask: Option<&GrayImage>,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Certificate, PosterError> {
+        let certificate = certify(&image.image, layout)?;
+        if request.repair == 0 || certificate.lines_ok == certificate.line_count {
+            return Ok(certificate);
+        }
+        let size = image.image.dimensions();
+        let mut paint = |current: &RgbImage, mask: &GrayImage, seed: u64| {
+            let mut round = request.clone();
+            (round.n, round.seed, round.preview_every) = (1, Some(seed), 0);
+            round.init = Some(PosterInit {
+                image: current.clone(),
+                strength: REPAIR_STRENGTH,
+                region: Some(RepaintRegion::Mask(mask.clone())),
+            });
+            let g = generation_request(&self.model, &round, size, seed, Some(layout), glyph_mask)?;
+            let (painted, _) = self.denoise(&g, 0, &mut |_| {}, stop)?;
+            painted
+                .into_iter()
+                .next()
+                .map(|p| p.image)
+                .ok_or_else(|| PosterError::request("repair", "the model painted no image"))
+        };
+        let mut read = |img: &RgbImage, line: usize| check_line(img, layout, line);
+        let tools = RepairTools {
+            paint: &mut paint,
+            read: &mut read,
+        };
+        let (repaired, certificate) = repair(
+            &image.image,
+            layout,
+            certificate,
+            request.repair,
+            image.seed,
+            tools,
+        )?;
+        image.image = repaired;
+        Ok(certificate)
+    }
+}
+
+/// Best certificate first (more lines right, then a higher score); ties keep seed order.
+fn rank(images: &mut [PosterImage]) {
+    let key = |i: &PosterImage| {
+        i.certificate
+            .as_ref()
+            .map_or((0, 0.0), |c| (c.lines_ok, c.score))
+    };
+    images.sort_by(|a, b| {
+        key(b)
+            .partial_cmp(&key(a))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+}
+
 fn check(stop: &dyn Fn() -> bool) -> Result<(), PosterError> {
     if stop() {
         Err(PosterError::Stopped)
     } else {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LineCheck;
+
+    fn image(seed: u64, ok: &[bool]) -> PosterImage {
+        let lines = ok
+            .iter()
+            .enumerate()
+            .map(|(index, &ok)| LineCheck {
+                index,
+                text: "A".into(),
+                read: String::new(),
+                edit_distance: if ok { 0.0 } else { 1.0 },
+                confidence: 0.0,
+                ok,
+                round: 0,
+            })
+            .collect();
+        PosterImage {
+            image: RgbImage::new(1, 1),
+            seed,
+            certificate: Some(Certificate::from_lines(lines, Vec::new())),
+        }
+    }
+
+    #[test]
+    fn best_of_ranks_by_lines_right_and_keeps_seed_order_on_ties() {
+        let mut images = vec![
+            image(1, &[false, false]),
+            image(2, &[true, true]),
+            image(3, &[false, false]),
+            image(4, &[true, false]),
+        ];
+        rank(&mut images);
+        let seeds: Vec<u64> = images.iter().map(|i| i.seed).collect();
+        assert_eq!(seeds, [2, 4, 1, 3]);
     }
 }

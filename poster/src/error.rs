@@ -14,6 +14,11 @@ pub enum PosterError {
         message: String,
     },
 
+    /// An edit cannot be made as asked; `field` names the edit request's field at fault
+    /// (`replacements[0].old`, …).
+    #[error("{field}: {message}")]
+    Edit { field: String, message: String },
+
     /// The layout could not be planned (bad keywords or canvas, or the LLM planner failed).
     #[error("planning the layout: {0}")]
     Layout(#[from] LayoutError),
@@ -25,6 +30,10 @@ pub enum PosterError {
     /// Loading or running the diffusion model failed.
     #[error(transparent)]
     Model(letterpress_diffusion::Error),
+
+    /// Tesseract could not start or read an image (verification and repair).
+    #[error("reading the text back: {0}")]
+    Ocr(#[from] letterpress_ocr::OcrError),
 
     /// The caller's stop check fired between stages or denoising steps.
     #[error("stopped before the poster was finished")]
@@ -43,10 +52,10 @@ impl PosterError {
     /// planner's server, the model or the machine.
     pub fn is_request_error(&self) -> bool {
         match self {
-            PosterError::Request { .. } | PosterError::Render(_) => true,
+            PosterError::Request { .. } | PosterError::Edit { .. } | PosterError::Render(_) => true,
             PosterError::Layout(e) => !matches!(e, LayoutError::Llm { .. }),
             PosterError::Model(e) => matches!(e, letterpress_diffusion::Error::Request(_)),
-            PosterError::Stopped => false,
+            PosterError::Ocr(_) | PosterError::Stopped => false,
         }
     }
 }

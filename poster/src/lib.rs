@@ -29,15 +29,24 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod certificate;
+mod edit;
 mod engine;
 mod error;
 mod metadata;
+mod repair;
 mod request;
 mod stages;
 
+pub use certificate::{Certificate, LineCheck, certify, check_line, read_box};
+pub use edit::{
+    EditRequest, Edited, EditedBox, MAX_EDIT_SIDE, MIN_EDIT_SIDE, MIN_FONT_PX, Replacement,
+    edit_region,
+};
 pub use engine::{Poster, PosterEngine, PosterEvent, PosterImage};
 pub use error::PosterError;
 pub use metadata::{PosterMetadata, a1111_parameters, encode_png, read_png_text};
+pub use repair::{RepairTools, line_region, paste, repair, repair_seed};
 pub use request::{
     ControlOptions, LayoutTokens, PosterInit, PosterRequest, PosterText, RepaintRegion,
 };

@@ -112,9 +112,21 @@ pub struct PosterRequest {
     pub init: Option<PosterInit>,
     /// Attach a decoded preview to step events every this many steps; 0 (default) never.
     pub preview_every: usize,
+    /// Read each image's lines back with OCR and attach a [`Certificate`](crate::Certificate).
+    /// Default off (it costs one tesseract read per line).
+    pub verify: bool,
+    /// Repair rounds for lines that read wrong (implies `verify`). Default 0.
+    pub repair: usize,
+    /// Order the images best certificate first (implies `verify`). Default off: seed order.
+    pub best_of: bool,
 }
 
 impl PosterRequest {
+    /// Whether the images get a certificate: asked for, or needed by repair or ranking.
+    pub fn verifies(&self) -> bool {
+        self.verify || self.repair > 0 || self.best_of
+    }
+
     pub fn new(prompt: impl Into<String>) -> Self {
         PosterRequest {
             prompt: prompt.into(),
@@ -133,6 +145,9 @@ impl PosterRequest {
             layout_tokens: LayoutTokens::Auto,
             init: None,
             preview_every: 0,
+            verify: false,
+            repair: 0,
+            best_of: false,
         }
     }
 }

@@ -51,6 +51,7 @@ enum Seen {
     Planned(usize),
     Rendered,
     Step(usize, usize),
+    Verified(usize),
 }
 
 #[test]
@@ -78,6 +79,7 @@ fn stages_run_in_order_with_their_events() {
                     previews += usize::from(preview.is_some());
                     seen.push(Seen::Step(step, steps))
                 }
+                PosterEvent::Verified { image, .. } => seen.push(Seen::Verified(image)),
             },
             &|| false,
         )

@@ -99,6 +99,12 @@ fn limits() -> Vec<(&'static str, &'static str, &'static str, Value)> {
             "default",
             json!(DEFAULT_STRENGTH),
         ),
+        (
+            "GenerationRequest",
+            "repair",
+            "maximum",
+            json!(crate::input::MAX_REPAIR),
+        ),
         ("LayoutRequest", "width", "minimum", json!(MIN_SIDE)),
         ("LayoutRequest", "height", "maximum", json!(MAX_SIDE)),
         ("Layout", "width", "maximum", json!(MAX_RENDER_SIDE)),

@@ -493,6 +493,7 @@ pub(crate) async fn job_view(
                 layout: file(&stored.layout),
                 seed: stored.seed,
                 metrics: stored.metrics,
+                certificates: stored.certificates,
             })
         }
         None => None,

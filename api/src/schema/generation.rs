@@ -20,6 +20,45 @@ pub struct GenerationOutput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub metrics: Option<GenerationMetrics>,
+    /// With `verify` or `repair`: how each image's lines read back, in the order of `images`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub certificates: Option<Vec<Certificate>>,
+}
+
+/// How one image's planned lines read back with OCR, compared after MARIO-Eval's
+/// normalisation (lower case, surrounding punctuation dropped).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Certificate {
+    /// Lines that read exactly as intended.
+    pub lines_ok: u32,
+    /// Planned lines.
+    pub line_count: u32,
+    /// Mean of 1 − edit_distance over the lines (1 with no lines).
+    pub score: f64,
+    /// Repair rounds run.
+    pub rounds: u32,
+    /// The seed of each repair round.
+    pub repair_seeds: Vec<u64>,
+    pub lines: Vec<LineCertificate>,
+}
+
+/// How one planned line reads back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LineCertificate {
+    /// 0-based index into the layout's lines.
+    pub index: u32,
+    /// What the line should say.
+    pub text: String,
+    /// What OCR read in its box.
+    pub read: String,
+    /// Normalised edit distance: 0 identical, 1 nothing in common.
+    pub edit_distance: f64,
+    /// Mean OCR word confidence, 0–100.
+    pub confidence: f64,
+    pub ok: bool,
+    /// The repair round whose paint the line shows; 0 for the first image.
+    pub round: u32,
 }
 
 /// Timings of a finished job, as Replicate reports them.
@@ -51,6 +90,10 @@ pub struct GenerationFiles {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub metrics: Option<GenerationMetrics>,
+    /// With `verify` or `repair`: how each image's lines read back, in the order of `images`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub certificates: Option<Vec<Certificate>>,
 }
 
 /// Why a failed job failed.
@@ -99,6 +142,7 @@ pub enum EventKind {
     Layout,
     Rendering,
     Step,
+    Verified,
     Requeued,
     Succeeded,
     Failed,

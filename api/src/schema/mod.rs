@@ -8,8 +8,8 @@ mod requests;
 mod responses;
 
 pub use generation::{
-    FileRef, Generation, GenerationEvent, GenerationFiles, GenerationMetrics, GenerationOutput,
-    GenerationUrls, JobError,
+    Certificate, FileRef, Generation, GenerationEvent, GenerationFiles, GenerationMetrics,
+    GenerationOutput, GenerationUrls, JobError, LineCertificate,
 };
 pub use params::{FileId, GenerationId};
 pub use requests::{GenerationRequest, Keywords, LayoutRequest, OpenAIImageRequest, RenderRequest};

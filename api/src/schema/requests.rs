@@ -256,6 +256,16 @@ pub struct GenerationRequest {
     #[serde(default)]
     #[schema(exclusive_minimum = 0, maximum = 1, default = 0.75)]
     pub strength: f64,
+    /// Read each image's lines back with OCR: the output gets a certificate per image and
+    /// the job a `verified` event per image. Off by default (one OCR read per line).
+    #[serde(default)]
+    #[schema(default = false)]
+    pub verify: bool,
+    /// Repaint lines that read wrong, in place, at most this many rounds, each with a new
+    /// seed; pixels outside the repaired lines stay the first image's. Implies verify.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 5, default = 0)]
+    pub repair: u32,
 }
 
 /// `POST /v1/images/generations`, OpenAI's image request.
