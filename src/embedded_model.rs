@@ -35,6 +35,11 @@ const FILES: &[(&str, &[u8])] = embedded![
 pub const DESCRIPTION: &str = "the embedded demo model (9 M parameters, trained on synthetic \
                                posters; pass --model-dir for a real one)";
 
+/// Glyph initialisation strength the embedded model starts from by default: it paints no
+/// letters from pure noise, and below 0.6 the result is mostly the drawing itself rather than
+/// the model's picture (models/README.md, "Glyph initialisation").
+pub const GLYPH_INIT: f64 = 0.6;
+
 /// A hash of the model's files, computed by build.rs: names the cache folder, so a new
 /// build's model never reuses an old one's files.
 const FINGERPRINT: &str = env!("LETTERPRESS_EMBEDDED_HASH");

@@ -56,6 +56,7 @@ fn in_flags(e: PosterError) -> anyhow::Error {
         "layout_tokens" => "--td2",
         "init.region" => "--inpaint-line",
         "repair" => "--repair",
+        "glyph_init" => "--glyph-init",
         "text" => "the text (--layout, --keywords or quoted text in the prompt)",
         other => other,
     };

@@ -108,6 +108,12 @@ pub struct ModelOptions {
     /// With --init-image: regenerate only the layout's text line N (1-based), in place.
     #[arg(long)]
     pub(crate) inpaint_line: Option<usize>,
+    /// Glyph initialisation: start from the layout's text drawn over the prompt's colour,
+    /// noised to this strength in (0, 1] (lower keeps more of the drawing), instead of pure
+    /// noise; 0 switches it off. Default: 0.6 with the embedded demo model, off with others
+    /// (docs/architecture.md, "Glyph initialisation").
+    #[arg(long, value_name = "STRENGTH")]
+    pub(crate) glyph_init: Option<f64>,
     /// Also write the glyph mask the ControlNet saw (PNG).
     #[arg(long)]
     pub(crate) save_mask: Option<PathBuf>,
@@ -193,7 +199,13 @@ pub(crate) fn load_engine(o: &ModelOptions) -> Result<PosterEngine> {
     let engine = PosterEngine::load(&source, &options, render)
         .with_context(|| format!("loading the model from {}", dir.display()));
     spinner.finish_and_clear();
-    Ok(engine?.with_default_side(default_side))
+    let glyph_init = o
+        .model_dir
+        .is_none()
+        .then_some(crate::embedded_model::GLYPH_INIT);
+    Ok(engine?
+        .with_default_side(default_side)
+        .with_default_glyph_init(glyph_init))
 }
 
 /// The poster request the flags describe.
@@ -234,6 +246,7 @@ pub(crate) fn poster_request(
         LayoutTokens::Never
     };
     r.init = init_image(o)?;
+    r.glyph_init = o.glyph_init;
     r.verify = o.verify || o.certificate.is_some();
     r.repair = o.repair;
     r.best_of = o.best_of;

@@ -125,6 +125,7 @@ fn poster_request(job: &EngineJob) -> Result<PosterRequest, EngineError> {
         strength: f64::from(init.strength),
         region: init.inpaint_line.map(RepaintRegion::Line),
     });
+    r.glyph_init = job.glyph_init;
     r.verify = job.verify;
     r.repair = job.repair as usize;
     Ok(r)

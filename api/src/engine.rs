@@ -36,6 +36,8 @@ pub struct EngineJob {
     pub preview_every: u32,
     /// Start from a picture instead of noise (regenerating a line of an earlier result).
     pub init: Option<EngineInit>,
+    /// Glyph initialisation strength; `None`: the engine's default; 0: off.
+    pub glyph_init: Option<f64>,
     /// Read each image's lines back and report a [`EngineEvent::Verified`] per image.
     pub verify: bool,
     /// Repair rounds for lines that read wrong (implies `verify`).

@@ -388,6 +388,9 @@ pub struct GenerationInput {
     /// With `init_image`: how much is repainted, (0, 1].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strength: Option<f64>,
+    /// Glyph initialisation strength, (0, 1]; `None`: the server's default; 0: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub glyph_init: Option<f64>,
     /// Read each image's lines back with OCR (a certificate per image); implied by `repair`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub verify: bool,
@@ -422,6 +425,7 @@ pub const GENERATION_FIELDS: &[&str] = &[
     "init_image",
     "inpaint_line",
     "strength",
+    "glyph_init",
     "verify",
     "repair",
 ];
@@ -575,6 +579,15 @@ impl GenerationInput {
             strength,
             layout.as_ref(),
         )?;
+        let glyph_init = f.number("glyph_init", 0.0, 1.0)?;
+        if glyph_init.is_some_and(|s| s > 0.0) {
+            check_glyph_init(
+                &prompt,
+                keywords.as_deref(),
+                layout.as_ref(),
+                init_image.is_some(),
+            )?;
+        }
         let repair = f.uint("repair", 0, MAX_REPAIR.into(), 1)?.unwrap_or(0) as u32;
         let verify = f.boolean("verify")?.unwrap_or(false) || repair > 0;
         let runs = init_image
@@ -601,10 +614,41 @@ impl GenerationInput {
             init_image,
             inpaint_line,
             strength,
+            glyph_init,
             verify,
             repair,
         })
     }
+}
+
+/// Glyph initialisation starts from the request's text, so it needs some, and an init image
+/// would be a second starting picture.
+fn check_glyph_init(
+    prompt: &str,
+    keywords: Option<&[String]>,
+    layout: Option<&Layout>,
+    has_init: bool,
+) -> Result<(), ApiError> {
+    if has_init {
+        return Err(ApiError::invalid(
+            "glyph_init",
+            "glyph_init starts from the text's glyphs; init_image gives another starting \
+             picture: send one or the other",
+        ));
+    }
+    let has_text = match (layout, keywords) {
+        (Some(layout), _) => !layout.lines.is_empty(),
+        (None, Some(k)) if !k.is_empty() => true,
+        _ => !letterpress_layout::extract_keywords(prompt).is_empty(),
+    };
+    if !has_text {
+        return Err(ApiError::invalid(
+            "glyph_init",
+            "glyph_init needs text to start from: quote it in the prompt, or send keywords or \
+             a layout",
+        ));
+    }
+    Ok(())
 }
 
 /// The img2img fields go together: a line needs a picture and the layout it indexes.
@@ -752,6 +796,21 @@ mod tests {
             ),
             (json!({"prompt": "p", "repair": 6}), "repair", "0 to 5"),
             (
+                json!({"prompt": "p 'SALE'", "glyph_init": 1.5}),
+                "glyph_init",
+                "1",
+            ),
+            (
+                json!({"prompt": "no quoted text", "glyph_init": 0.6}),
+                "glyph_init",
+                "needs text",
+            ),
+            (
+                json!({"prompt": "p", "keywords": ["SALE"], "init_image": "file_x", "glyph_init": 0.6}),
+                "glyph_init",
+                "one or the other",
+            ),
+            (
                 json!({"prompt": "p", "verify": "yes"}),
                 "verify",
                 "true or false",
@@ -762,5 +821,14 @@ mod tests {
             assert_eq!(e.param.as_deref(), Some(param), "{e}");
             assert!(e.message.contains(words), "{e}");
         }
+    }
+
+    #[test]
+    fn glyph_init_is_read_and_zero_is_off_even_without_text() {
+        let on = read(json!({"prompt": "a poster 'SALE'", "glyph_init": 0.6})).unwrap();
+        assert_eq!(on.glyph_init, Some(0.6));
+        let off = read(json!({"prompt": "no text", "glyph_init": 0})).unwrap();
+        assert_eq!(off.glyph_init, Some(0.0));
+        assert_eq!(read(json!({"prompt": "p"})).unwrap().glyph_init, None);
     }
 }

@@ -289,6 +289,7 @@ fn engine_job(state: &AppState, job: &Job, input: &GenerationInput) -> Result<En
         controlnet_conditioning_scale: input.controlnet_conditioning_scale as f32,
         preview_every: input.preview_every,
         init,
+        glyph_init: input.glyph_init,
         verify: input.verify,
         repair: input.repair,
     })

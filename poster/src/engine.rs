@@ -90,6 +90,8 @@ pub struct PosterEngine {
     /// What `renderer` was built with; a request's own font gets a renderer with these.
     render_options: RenderOptions,
     default_side: u32,
+    /// Glyph initialisation strength for requests that leave it unset; `None`: off.
+    default_glyph_init: Option<f64>,
 }
 
 impl PosterEngine {
@@ -101,6 +103,7 @@ impl PosterEngine {
             renderer: Renderer::new(render.clone())?,
             render_options: render,
             default_side: 512,
+            default_glyph_init: None,
         })
     }
 
@@ -117,6 +120,18 @@ impl PosterEngine {
     pub fn with_default_side(mut self, side: u32) -> Self {
         self.default_side = side;
         self
+    }
+
+    /// Starts requests that leave `glyph_init` unset (and give no init image) from their
+    /// glyphs at `strength` (a model too small to draw letters from noise, like the embedded
+    /// one); `None` leaves it off.
+    pub fn with_default_glyph_init(mut self, strength: Option<f64>) -> Self {
+        self.default_glyph_init = strength;
+        self
+    }
+
+    pub fn default_glyph_init(&self) -> Option<f64> {
+        self.default_glyph_init
     }
 
     pub fn model(&self) -> &StableDiffusion {
@@ -146,6 +161,17 @@ impl PosterEngine {
             ));
         }
         check(stop)?;
+        let defaulted;
+        let request = match self.default_glyph_init {
+            Some(strength) if request.glyph_init.is_none() && request.init.is_none() => {
+                defaulted = PosterRequest {
+                    glyph_init: Some(strength),
+                    ..request.clone()
+                };
+                &defaulted
+            }
+            _ => request,
+        };
         let size = output_size(request, self.default_side);
         let seed = image_seeds(request.seed, 1)[0];
         let own_renderer;
@@ -218,6 +244,7 @@ impl PosterEngine {
             model: self.model.model_name.clone(),
             control: g.control.as_ref().map(|_| request.control),
             strength: request.init.as_ref().map(|i| i.strength),
+            glyph_init: request.glyph_init.filter(|s| *s != 0.0),
             layout: layout.clone(),
         };
         Ok(Poster {
@@ -322,6 +349,8 @@ impl PosterEngine {
         let mut paint = |current: &RgbImage, mask: &GrayImage, seed: u64| {
             let mut round = request.clone();
             (round.n, round.seed, round.preview_every) = (1, Some(seed), 0);
+            // The round's own picture is its start: the request's glyph initialisation is off.
+            round.glyph_init = Some(0.0);
             round.init = Some(PosterInit {
                 image: current.clone(),
                 strength: REPAIR_STRENGTH,

@@ -33,6 +33,7 @@ mod certificate;
 mod edit;
 mod engine;
 mod error;
+mod glyph_init;
 mod metadata;
 mod repair;
 mod request;
@@ -45,6 +46,7 @@ pub use edit::{
 };
 pub use engine::{Poster, PosterEngine, PosterEvent, PosterImage};
 pub use error::PosterError;
+pub use glyph_init::{background_colour, glyph_init_image};
 pub use metadata::{PosterMetadata, a1111_parameters, encode_png, read_png_text};
 pub use repair::{RepairTools, line_region, paste, repair, repair_seed};
 pub use request::{

@@ -24,6 +24,8 @@ pub struct PosterMetadata {
     pub control: Option<ControlOptions>,
     /// img2img / inpainting strength, when the poster started from a picture.
     pub strength: Option<f64>,
+    /// Glyph initialisation strength, when the poster started from its glyphs.
+    pub glyph_init: Option<f64>,
     /// The layout the text was drawn from, when there was text.
     pub layout: Option<Layout>,
 }
@@ -51,6 +53,9 @@ impl PosterMetadata {
         if let Some(strength) = self.strength {
             pairs.push(("Denoising strength", strength.to_string()));
         }
+        if let Some(strength) = self.glyph_init {
+            pairs.push(("Glyph init", strength.to_string()));
+        }
         pairs.push((
             "Version",
             format!("letterpress {}", env!("CARGO_PKG_VERSION")),
@@ -71,6 +76,9 @@ impl PosterMetadata {
             ),
             ("model".to_string(), self.model.clone()),
         ];
+        if let Some(strength) = self.glyph_init {
+            text.push(("glyph_init".to_string(), strength.to_string()));
+        }
         if let Some(layout) = &self.layout {
             // A layout always serialises (plain strings and numbers).
             if let Ok(json) = serde_json::to_string(layout) {
@@ -183,6 +191,7 @@ mod tests {
             model: "tiny".into(),
             control: Some(ControlOptions::default()),
             strength: Some(0.5),
+            glyph_init: Some(0.6),
             layout: None,
         };
         let text = meta.png_text(42);
@@ -199,6 +208,8 @@ mod tests {
             "{params}"
         );
         assert!(params.contains("Denoising strength: 0.5"), "{params}");
+        assert!(params.contains("Glyph init: 0.6"), "{params}");
+        assert_eq!(get("glyph_init").as_deref(), Some("0.6"));
         assert!(get("layout").is_none());
     }
 }

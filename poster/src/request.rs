@@ -110,6 +110,11 @@ pub struct PosterRequest {
     /// Default: [`LayoutTokens::Auto`].
     pub layout_tokens: LayoutTokens,
     pub init: Option<PosterInit>,
+    /// Glyph initialisation (`glyph_init` module): start from the layout's text drawn over the
+    /// prompt's background colour, noised to this strength in (0, 1], instead of pure noise.
+    /// `None` (default): the engine's default (on for the embedded model, off otherwise);
+    /// `Some(0.0)`: off. Not with `init`, which gives its own starting picture.
+    pub glyph_init: Option<f64>,
     /// Attach a decoded preview to step events every this many steps; 0 (default) never.
     pub preview_every: usize,
     /// Read each image's lines back with OCR and attach a [`Certificate`](crate::Certificate).
@@ -144,6 +149,7 @@ impl PosterRequest {
             control: ControlOptions::default(),
             layout_tokens: LayoutTokens::Auto,
             init: None,
+            glyph_init: None,
             preview_every: 0,
             verify: false,
             repair: 0,

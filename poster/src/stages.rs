@@ -9,6 +9,7 @@ use letterpress_diffusion::pipelines::{
 use letterpress_layout::{CanvasPlan, Layout, extract_keywords, layout_tokens, plan_on_canvas};
 use letterpress_render::Renderer;
 
+use crate::glyph_init::glyph_init_image;
 use crate::{LayoutTokens, PosterError, PosterRequest, PosterText, RepaintRegion};
 
 /// A layout ready to draw, with what the planner had to say.
@@ -146,6 +147,9 @@ pub fn generation_request(
         c.guess_mode = o.guess_mode;
         g.control = Some(c);
     }
+    if let Some(strength) = request.glyph_init.filter(|s| *s != 0.0) {
+        g.init = Some(glyph_init(request, strength, glyph_mask)?);
+    }
     if let Some(init) = &request.init {
         let mask = match &init.region {
             None => None,
@@ -159,6 +163,37 @@ pub fn generation_request(
         });
     }
     Ok(g)
+}
+
+/// The starting picture of glyph initialisation at `strength`.
+fn glyph_init(
+    request: &PosterRequest,
+    strength: f64,
+    glyph_mask: Option<&GrayImage>,
+) -> Result<InitImage, PosterError> {
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(PosterError::request(
+            "glyph_init",
+            format!("strength {strength}: it must be in (0, 1], or 0 for off"),
+        ));
+    }
+    if request.init.is_some() {
+        return Err(PosterError::request(
+            "glyph_init",
+            "an init image gives its own starting picture: ask for one or the other",
+        ));
+    }
+    let Some(mask) = glyph_mask else {
+        return Err(PosterError::request(
+            "glyph_init",
+            "there is no text to start from: quote it in the prompt, or give keywords or a layout",
+        ));
+    };
+    Ok(InitImage {
+        image: glyph_init_image(&request.prompt, mask),
+        strength,
+        mask: None,
+    })
 }
 
 /// A mask that is white inside text line `index` (0-based) of `layout`, scaled to `size`.

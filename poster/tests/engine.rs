@@ -12,7 +12,7 @@ use letterpress_diffusion::pipelines::{
 use letterpress_layout::{BBox, Layout, TextLine, layout_tokens};
 use letterpress_poster::{
     LayoutTokens, PosterEngine, PosterError, PosterEvent, PosterInit, PosterRequest, PosterText,
-    RepaintRegion, read_png_text,
+    RepaintRegion, glyph_init_image, read_png_text,
 };
 use letterpress_render::{RenderOptions, Renderer};
 
@@ -269,4 +269,88 @@ fn a_textdiffuser2_model_reads_the_layout_tokens_by_itself() {
     request.layout_tokens = LayoutTokens::Never;
     let plain = engine.make(&request, &mut |_| {}, &|| false).unwrap();
     assert_ne!(plain.images[0].image, poster.images[0].image);
+}
+
+/// Glyph initialisation is img2img from the glyphs drawn over the prompt's colour: the same
+/// images as that picture given as an init image by hand, and the engine's default applies
+/// only to requests that leave it unset.
+#[test]
+fn glyph_initialisation_starts_from_the_drawn_glyphs() {
+    let engine = engine("sd1-controlnet");
+    let mut request = small_request("a navy poster for 'SALE'");
+    request.glyph_init = Some(0.7);
+    let glyphs = engine.make(&request, &mut |_| {}, &|| false).unwrap();
+    assert_eq!(glyphs.metadata.glyph_init, Some(0.7));
+    let text = glyphs.png_text(&glyphs.images[0]);
+    assert!(text.iter().any(|(k, v)| k == "glyph_init" && v == "0.7"));
+
+    let mask = glyphs.glyph_mask.clone().unwrap();
+    let mut by_hand = small_request("a navy poster for 'SALE'");
+    by_hand.init = Some(PosterInit {
+        image: glyph_init_image(&by_hand.prompt, &mask),
+        strength: 0.7,
+        region: None,
+    });
+    let by_hand = engine.make(&by_hand, &mut |_| {}, &|| false).unwrap();
+    assert_eq!(glyphs.images[0].image, by_hand.images[0].image);
+
+    let plain = engine
+        .make(
+            &small_request("a navy poster for 'SALE'"),
+            &mut |_| {},
+            &|| false,
+        )
+        .unwrap();
+    assert_ne!(plain.images[0].image, glyphs.images[0].image);
+    assert_eq!(plain.metadata.glyph_init, None);
+
+    // The default fills an unset request; 0 switches it off.
+    let engine = engine_with_default_glyph_init(0.7);
+    let defaulted = engine
+        .make(
+            &small_request("a navy poster for 'SALE'"),
+            &mut |_| {},
+            &|| false,
+        )
+        .unwrap();
+    assert_eq!(defaulted.images[0].image, glyphs.images[0].image);
+    let mut off = small_request("a navy poster for 'SALE'");
+    off.glyph_init = Some(0.0);
+    let off = engine.make(&off, &mut |_| {}, &|| false).unwrap();
+    assert_eq!(off.images[0].image, plain.images[0].image);
+    assert_eq!(off.metadata.glyph_init, None);
+}
+
+fn engine_with_default_glyph_init(strength: f64) -> PosterEngine {
+    engine("sd1-controlnet").with_default_glyph_init(Some(strength))
+}
+
+#[test]
+fn glyph_initialisation_refuses_what_it_cannot_start_from() {
+    let engine = engine("sd1-controlnet");
+    let field_of = |request: &PosterRequest| match engine.make(request, &mut |_| {}, &|| false) {
+        Err(PosterError::Request { field, message }) => (field, message),
+        other => panic!("expected a request error, got {other:?}"),
+    };
+    let mut request = small_request("a poster for 'SALE'");
+    for bad in [1.5, -0.2, f64::NAN] {
+        request.glyph_init = Some(bad);
+        let (field, message) = field_of(&request);
+        assert_eq!(field, "glyph_init");
+        assert!(message.contains("(0, 1]"), "{message}");
+    }
+    request.glyph_init = Some(0.6);
+    request.init = Some(PosterInit {
+        image: image::RgbImage::new(64, 64),
+        strength: 0.5,
+        region: None,
+    });
+    assert_eq!(field_of(&request).0, "glyph_init");
+    // An engine default never collides with a caller's own init image.
+    request.glyph_init = None;
+    assert!(
+        engine_with_default_glyph_init(0.6)
+            .make(&request, &mut |_| {}, &|| false)
+            .is_ok()
+    );
 }

@@ -256,6 +256,13 @@ pub struct GenerationRequest {
     #[serde(default)]
     #[schema(exclusive_minimum = 0, maximum = 1, default = 0.75)]
     pub strength: f64,
+    /// Glyph initialisation: start from the text drawn over the prompt's colour (the first
+    /// colour word; grey otherwise), noised to this strength, instead of pure noise. Lower
+    /// keeps more of the drawing; 0 is off. Needs text and no init_image. Default: the
+    /// server's (on at 0.6 for the embedded demo model, off for others).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1)]
+    pub glyph_init: f64,
     /// Read each image's lines back with OCR: the output gets a certificate per image and
     /// the job a `verified` event per image. Off by default (one OCR read per line).
     #[serde(default)]
