@@ -5,41 +5,26 @@
 //! (docs/architecture.md, "Glyph initialisation").
 
 use image::{GrayImage, Rgb, RgbImage};
-
-/// Colours a prompt can name for its background, the first one named wins; the values are
-/// those the embedded model's synthetic corpus paints under each name.
-const NAMED_COLOURS: [(&str, [u8; 3]); 16] = [
-    ("red", [200, 40, 40]),
-    ("orange", [240, 130, 30]),
-    ("yellow", [245, 210, 60]),
-    ("green", [50, 150, 70]),
-    ("teal", [30, 140, 140]),
-    ("blue", [40, 80, 190]),
-    ("navy", [20, 30, 80]),
-    ("purple", [120, 50, 160]),
-    ("pink", [235, 120, 170]),
-    ("brown", [120, 80, 40]),
-    ("black", [20, 20, 20]),
-    ("white", [245, 245, 240]),
-    ("grey", [128, 128, 128]),
-    ("gray", [128, 128, 128]),
-    ("beige", [225, 205, 170]),
-    ("gold", [212, 175, 55]),
-];
+use letterpress_ocr::dataset::COLOURS;
 
 /// Background when the prompt names no colour.
 const NEUTRAL: [u8; 3] = [128, 128, 128];
 const DARK_INK: [u8; 3] = [20, 20, 20];
 const LIGHT_INK: [u8; 3] = [245, 245, 240];
 
-/// The background the prompt asks for: the first colour word in it, else mid grey.
+/// The background the prompt asks for: the first colour word in it, with the values the
+/// embedded model's synthetic corpus paints under each name (American "gray" too), else mid
+/// grey.
 pub fn background_colour(prompt: &str) -> [u8; 3] {
     prompt
         .split(|c: char| !c.is_alphabetic())
         .filter(|w| !w.is_empty())
         .find_map(|word| {
-            let word = word.to_lowercase();
-            NAMED_COLOURS
+            let word = match word.to_lowercase() {
+                w if w == "gray" => "grey".to_string(),
+                w => w,
+            };
+            COLOURS
                 .iter()
                 .find(|(name, _)| *name == word)
                 .map(|(_, rgb)| *rgb)
@@ -77,6 +62,11 @@ mod tests {
     fn the_first_colour_named_is_the_background() {
         assert_eq!(background_colour("a NAVY poster, red text"), [20, 30, 80]);
         assert_eq!(background_colour("a blue-gray banner"), [40, 80, 190]);
+        assert_eq!(background_colour("a GRAY banner"), [128, 128, 128]);
+        assert_eq!(
+            background_colour("a gray banner"),
+            background_colour("a grey banner")
+        );
         assert_eq!(background_colour("a poster that says 'SALE'"), NEUTRAL);
         // Whole words only: "redwood" names no colour.
         assert_eq!(background_colour("redwood forest"), NEUTRAL);

@@ -24,4 +24,4 @@ pub use photos::{PHOTO_KINDS, textless_photo};
 pub use reader::{ShardSample, read_samples, shard_paths};
 pub use run::{BuildConfig, BuildProgress, BuildReport, NoProgress, RUN_FILE, build};
 pub use shard::Stats;
-pub use synth::{SynthConfig, SynthReport, synth};
+pub use synth::{COLOURS, SynthConfig, SynthReport, synth};

@@ -40,8 +40,9 @@ const FONTS: [&str; 8] = [
     "Noto Sans",
 ];
 
-/// Named colours for backgrounds and text; the caption uses the names.
-const COLOURS: [(&str, [u8; 3]); 14] = [
+/// Named colours for backgrounds and text; the caption uses the names (and glyph
+/// initialisation reads them back from prompts).
+pub const COLOURS: [(&str, [u8; 3]); 14] = [
     ("red", [200, 40, 40]),
     ("orange", [240, 130, 30]),
     ("yellow", [245, 210, 60]),
