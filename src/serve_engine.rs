@@ -10,15 +10,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use image::RgbImage;
 use letterpress_api::{
-    EngineError, EngineEvent, EngineInfo, EngineJob, EngineLoader, LineCertificate, PosterEngine,
-    StepProgress, StopToken,
+    EngineEdit, EngineError, EngineEvent, EngineInfo, EngineJob, EngineLoader, LineCertificate,
+    PosterEngine, StepProgress, StopToken,
 };
 use letterpress_diffusion::pipelines::ModelSource;
 use letterpress_diffusion::schedulers::{SchedulerConfig, build_scheduler};
 use letterpress_diffusion::{LoadOptions, SchedulerKind};
-use letterpress_layout::Layout;
+use letterpress_layout::{Layout, TextLine};
 use letterpress_poster::{
-    Certificate, PosterError, PosterEvent, PosterInit, PosterRequest, PosterText, RepaintRegion,
+    Certificate, EditRequest, PosterError, PosterEvent, PosterInit, PosterRequest, PosterText,
+    RepaintRegion, Replacement,
 };
 use letterpress_render::{MissingGlyph, RenderOptions};
 
@@ -145,6 +146,9 @@ impl PosterEngine for DiffusionEngine {
         events: &mut dyn FnMut(EngineEvent) -> ControlFlow<()>,
         stop: &StopToken,
     ) -> Result<Vec<RgbImage>, EngineError> {
+        if let Some(edit) = &job.edit {
+            return self.edit(job, edit, events, stop);
+        }
         let request = poster_request(job)?;
         // The handler's Break stops the poster like the stop token does.
         let broken = Cell::new(false);
@@ -186,6 +190,63 @@ impl PosterEngine for DiffusionEngine {
             })
             .map_err(engine_error)?;
         Ok(poster.images.into_iter().map(|i| i.image).collect())
+    }
+}
+
+impl DiffusionEngine {
+    /// An edit job: the poster engine's edit, reported as a poster's stages (the new lines as
+    /// the layout, the edited region as the mask) and one `Verified`.
+    fn edit(
+        &mut self,
+        job: &EngineJob,
+        edit: &EngineEdit,
+        events: &mut dyn FnMut(EngineEvent) -> ControlFlow<()>,
+        stop: &StopToken,
+    ) -> Result<Vec<RgbImage>, EngineError> {
+        let request = EditRequest {
+            image: edit.image.clone(),
+            replacements: edit
+                .replacements
+                .iter()
+                .map(|(old, new)| Replacement {
+                    old: old.clone(),
+                    new: new.clone(),
+                })
+                .collect(),
+            known_layout: None,
+            base: poster_request(job)?,
+        };
+        let edited = self
+            .poster
+            .edit(&request, &|| stop.should_stop())
+            .map_err(engine_error)?;
+        let (width, height) = edited.image.dimensions();
+        let lines = request
+            .replacements
+            .iter()
+            .zip(&edited.boxes)
+            .map(|(r, b)| TextLine::new(r.new.clone(), b.drawn))
+            .collect();
+        let stages = [
+            EngineEvent::Planned {
+                layout: Layout::new(width, height, lines),
+                warnings: Vec::new(),
+            },
+            EngineEvent::Rendered {
+                glyph_mask: edited.region.clone(),
+                warnings: Vec::new(),
+            },
+            EngineEvent::Verified {
+                image: 0,
+                certificate: api_certificate(&edited.certificate),
+            },
+        ];
+        for event in stages {
+            if events(event).is_break() {
+                return Err(EngineError::Stopped);
+            }
+        }
+        Ok(vec![edited.image])
     }
 }
 

@@ -474,3 +474,87 @@ fn a_repaired_job_carries_the_engine_certificates() {
     assert_eq!(verified[1]["certificate"], certificates[1]);
     server.terminate();
 }
+
+/// Standard base64, for the test's own picture.
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `POST /v1/edits` through the real poster engine: OCR finds the word on a rendered picture,
+/// only the edited region changes, and a word that is not there fails the job naming it.
+#[test]
+fn an_edit_job_replaces_a_word_in_place() {
+    let data = temp_dir("edit");
+    let server = Server::start(&data, &[]);
+    let layout = letterpress_layout::Layout::new(
+        160,
+        80,
+        vec![letterpress_layout::TextLine::new(
+            "SALE",
+            letterpress_layout::BBox::new(30, 20, 130, 60),
+        )],
+    );
+    let mask = letterpress_render::Renderer::with_default_font()
+        .unwrap()
+        .render(&layout)
+        .unwrap()
+        .glyph_mask;
+    let picture = image::RgbImage::from_fn(160, 80, |x, y| {
+        let v = 255 - mask.get_pixel(x, y).0[0];
+        image::Rgb([v, v, v])
+    });
+    let mut png = Vec::new();
+    picture
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let wait = [("prefer", "wait=300")];
+    let edit = |old: &str| {
+        let body = json!({"image": base64(&png), "steps": 2, "seed": 1,
+                          "replacements": [{"old": old, "new": "DEAL"}]});
+        server.post("/v1/edits", body, &wait)
+    };
+    let (status, job) = edit("sale");
+    assert_eq!(
+        (status, &job["status"]),
+        (201, &json!("succeeded")),
+        "{job}"
+    );
+    assert_eq!(job["output"]["certificates"][0]["lines"][0]["text"], "DEAL");
+    let url = &job["output"]["images"][0]["url"];
+    let out = image::load_from_memory(&server.get(&path_of(url)).1)
+        .unwrap()
+        .to_rgb8();
+    let region = image::load_from_memory(&server.get(&path_of(&job["output"]["mask"]["url"])).1)
+        .unwrap()
+        .to_luma8();
+    for (x, y, p) in out.enumerate_pixels() {
+        if region.get_pixel(x, y).0[0] == 0 {
+            assert_eq!(p, picture.get_pixel(x, y), "({x}, {y}) outside the region");
+        }
+    }
+    let (_, job) = edit("PARTY");
+    assert_eq!(job["status"], "failed", "{job}");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("replacements[0].old: \"PARTY\""),
+        "{message}"
+    );
+    server.terminate();
+}

@@ -42,6 +42,18 @@ pub struct EngineJob {
     pub verify: bool,
     /// Repair rounds for lines that read wrong (implies `verify`).
     pub repair: u32,
+    /// Replace text in a picture instead of painting a poster (`POST /v1/edits`): the engine
+    /// reports the new lines' layout and the edited region as the job's layout and mask, then
+    /// one `Verified` and returns the one edited picture.
+    pub edit: Option<EngineEdit>,
+}
+
+/// A picture and the texts to replace in it, `(old, new)`.
+#[derive(Debug, Clone)]
+pub struct EngineEdit {
+    /// Any size; `EngineJob::width`×`height` is it rounded up to multiples of 8.
+    pub image: RgbImage,
+    pub replacements: Vec<(String, String)>,
 }
 
 /// img2img inputs: the picture, how much of it is repainted, and optionally the one layout

@@ -17,26 +17,7 @@ pub fn load(
     reference: &str,
     (width, height): (u32, u32),
 ) -> Result<RgbImage, ApiError> {
-    let bytes = if reference.starts_with(ids::FILE_PREFIX) {
-        file_bytes(store, owner, reference)?
-    } else {
-        // A data URL's header is optional.
-        let b64 = reference
-            .split_once(";base64,")
-            .map_or(reference, |(_, b)| b);
-        base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| {
-                ApiError::invalid(
-                    "init_image",
-                    "init_image must be a file id of an earlier generation's image (file_…) or a \
-                     base64 PNG",
-                )
-            })?
-    };
-    let image = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
-        .map_err(|e| ApiError::invalid("init_image", format!("init_image is not a PNG: {e}")))?
-        .to_rgb8();
+    let image = decode(store, owner, reference, "init_image")?;
     if image.dimensions() != (width, height) {
         return Err(ApiError::invalid(
             "init_image",
@@ -52,11 +33,11 @@ pub fn load(
 }
 
 /// The bytes of the caller's own, unexpired image file.
-fn file_bytes(store: &Store, owner: &str, id: &str) -> Result<Vec<u8>, ApiError> {
+fn file_bytes(store: &Store, owner: &str, id: &str, field: &str) -> Result<Vec<u8>, ApiError> {
     let unknown = || {
         ApiError::invalid(
-            "init_image",
-            format!("init_image: no image file {id:?} (unknown, expired or not yours)"),
+            field,
+            format!("{field}: no image file {id:?} (unknown, expired or not yours)"),
         )
     };
     if !ids::is_valid(id, ids::FILE_PREFIX) {
@@ -68,12 +49,45 @@ fn file_bytes(store: &Store, owner: &str, id: &str) -> Result<Vec<u8>, ApiError>
     };
     if record.content_type != "image/png" {
         return Err(ApiError::invalid(
-            "init_image",
+            field,
             format!(
-                "init_image: file {id} is {}; regenerate from a PNG result (output_format png)",
+                "{field}: file {id} is {}; use a PNG result (output_format png)",
                 record.content_type
             ),
         ));
     }
     std::fs::read(store.files_dir().join(&record.name)).map_err(|_| unknown())
+}
+
+/// Decodes a picture the request names in `field`: a file id of the caller's own PNG result
+/// or a base64 PNG (a data URL's header is optional).
+pub fn decode(
+    store: &Store,
+    owner: &str,
+    reference: &str,
+    field: &str,
+) -> Result<RgbImage, ApiError> {
+    let bytes = if reference.starts_with(ids::FILE_PREFIX) {
+        file_bytes(store, owner, reference, field)?
+    } else {
+        let b64 = reference
+            .split_once(";base64,")
+            .map_or(reference, |(_, b)| b);
+        base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| {
+                ApiError::invalid(
+                    field,
+                    format!(
+                        "{field} must be a file id of an earlier generation's image (file_…) \
+                         or a base64 PNG"
+                    ),
+                )
+            })?
+    };
+    Ok(
+        image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+            .map_err(|e| ApiError::invalid(field, format!("{field} is not a PNG: {e}")))?
+            .to_rgb8(),
+    )
 }

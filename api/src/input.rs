@@ -397,6 +397,9 @@ pub struct GenerationInput {
     /// Repair rounds for lines that read wrong, 0 to [`MAX_REPAIR`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub repair: u32,
+    /// A `POST /v1/edits` job: the picture and the texts to replace in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edit: Option<crate::edit_input::EditSpec>,
 }
 
 fn is_zero(v: &u32) -> bool {
@@ -617,6 +620,7 @@ impl GenerationInput {
             glyph_init,
             verify,
             repair,
+            edit: None,
         })
     }
 }

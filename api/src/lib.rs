@@ -22,6 +22,7 @@
 mod admission;
 mod auth;
 mod connections;
+mod edit_input;
 mod engine;
 mod error;
 mod hub;
@@ -44,8 +45,8 @@ mod worker;
 pub use auth::sha256_hex;
 pub use connections::serve_with;
 pub use engine::{
-    EngineError, EngineEvent, EngineInfo, EngineInit, EngineJob, EngineLoader, PosterEngine,
-    StepProgress, StopReason, StopToken,
+    EngineEdit, EngineError, EngineEvent, EngineInfo, EngineInit, EngineJob, EngineLoader,
+    PosterEngine, StepProgress, StopReason, StopToken,
 };
 pub use error::ApiError;
 pub use routes::app;

@@ -15,8 +15,8 @@ use letterpress_layout::Layout;
 use serde_json::{Value, json};
 
 use crate::engine::{
-    EngineError, EngineEvent, EngineInit, EngineJob, EngineLoader, PosterEngine, StepProgress,
-    StopReason, StopToken,
+    EngineEdit, EngineError, EngineEvent, EngineInit, EngineJob, EngineLoader, PosterEngine,
+    StepProgress, StopReason, StopToken,
 };
 use crate::ids;
 use crate::input::{DEFAULT_STRENGTH, GenerationInput, OutputFormat};
@@ -274,6 +274,7 @@ fn engine_job(state: &AppState, job: &Job, input: &GenerationInput) -> Result<En
             }
         }
     };
+    let edit = engine_edit(state, job, input)?;
     Ok(EngineJob {
         prompt: input.prompt.clone(),
         negative_prompt: input.negative_prompt.clone(),
@@ -292,6 +293,36 @@ fn engine_job(state: &AppState, job: &Job, input: &GenerationInput) -> Result<En
         glyph_init: input.glyph_init,
         verify: input.verify,
         repair: input.repair,
+        edit,
+    })
+}
+
+/// An edit job's picture (loaded again, as the file may have expired) and replacements.
+fn engine_edit(
+    state: &AppState,
+    job: &Job,
+    input: &GenerationInput,
+) -> Result<Option<EngineEdit>, Outcome> {
+    Ok(match &input.edit {
+        None => None,
+        Some(spec) => {
+            match crate::init_image::decode(&state.store, &job.owner, &spec.image, "image") {
+                Ok(image) => Some(EngineEdit {
+                    image,
+                    replacements: spec
+                        .replacements
+                        .iter()
+                        .map(|r| (r.old.clone(), r.new.clone()))
+                        .collect(),
+                }),
+                Err(e) => {
+                    return Err(Outcome::Failed {
+                        code: JobErrorCode::InvalidInput,
+                        message: e.message,
+                    });
+                }
+            }
+        }
     })
 }
 

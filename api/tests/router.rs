@@ -1059,3 +1059,124 @@ async fn verified_jobs_carry_a_certificate_per_image_and_an_event_each() {
     assert_eq!(param.as_deref(), Some("repair"));
     assert!(message.contains("0 to 5"), "{message}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_are_jobs_with_the_picture_replacements_and_a_certificate() {
+    use base64::Engine as _;
+    let state = with_engine(settings("edits"), Duration::ZERO);
+    // An odd-sized picture: the job's size is rounded up to 8, the result keeps the picture's.
+    let picture = image::RgbImage::from_pixel(101, 70, image::Rgb([9, 9, 9]));
+    let mut png = Vec::new();
+    picture
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
+    let body = json!({"image": b64, "replacements": [{"old": "SALE", "new": "DEAL"}],
+                      "seed": 3, "steps": 2});
+    let r = call(
+        &state,
+        Method::POST,
+        "/v1/edits",
+        &[("prefer", "wait=30")],
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let job = r.json();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        (
+            job["input"]["width"].as_u64(),
+            job["input"]["height"].as_u64()
+        ),
+        (Some(104), Some(72))
+    );
+    assert_eq!(job["input"]["edit"]["replacements"][0]["new"], "DEAL");
+    assert_eq!(job["output"]["certificates"].as_array().unwrap().len(), 1);
+    let f = get(&state, &path_of(&job["output"]["images"][0]["url"])).await;
+    let out = image::load_from_memory(&f.body).unwrap().to_rgb8();
+    assert_eq!(out.dimensions(), (101, 70));
+    assert_eq!(
+        out.get_pixel(0, 0).0,
+        [1, 2, 3],
+        "the engine got the picture"
+    );
+    let layout = get(&state, &path_of(&job["output"]["layout"]["url"]))
+        .await
+        .json();
+    assert_eq!(layout["lines"][0]["text"], "DEAL");
+    let id = job["id"].as_str().unwrap();
+    let events = sse_events(
+        &get(&state, &format!("/v1/generations/{id}/events"))
+            .await
+            .body,
+    );
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["queued", "layout", "rendering", "verified", "succeeded"]
+    );
+
+    // An old text the engine cannot find fails the job, naming the replacement.
+    let mut missing = body.clone();
+    missing["replacements"] = json!([{"old": "MISSING", "new": "X"}]);
+    let job = call(
+        &state,
+        Method::POST,
+        "/v1/edits",
+        &[("prefer", "wait=30")],
+        Some(missing),
+    )
+    .await
+    .json();
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(
+        job["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("replacements[0].old:"),
+        "{job}"
+    );
+
+    let tiny = {
+        let mut png = Vec::new();
+        image::RgbImage::new(32, 70)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    };
+    let cases = [
+        (json!({"image": b64, "replacements": []}), "replacements"),
+        (
+            json!({"image": b64, "replacements": [{"old": "A", "new": ""}]}),
+            "replacements[0].new",
+        ),
+        (
+            json!({"image": "%%%", "replacements": [{"old": "A", "new": "B"}]}),
+            "image",
+        ),
+        (
+            json!({"image": tiny, "replacements": [{"old": "A", "new": "B"}]}),
+            "image",
+        ),
+        (
+            json!({"image": b64, "replacements": [{"old": "A", "new": "B"}], "n": 2}),
+            "n",
+        ),
+        (
+            json!({"image": b64, "replacements": [{"old": "A", "new": "B"}], "steps": 0}),
+            "steps",
+        ),
+    ];
+    for (body, param) in cases {
+        let (_, message, p) = post(&state, "/v1/edits", body)
+            .await
+            .error(StatusCode::BAD_REQUEST);
+        assert_eq!(p.as_deref(), Some(param), "{message}");
+    }
+}

@@ -434,6 +434,43 @@ describe("designer page against letterpress serve", () => {
     assert.equal(await page.locator('[data-testid="box"]').count(), 3);
   });
 
+  it("edits text in an uploaded image", async () => {
+    // A picture that says SALE, drawn by the browser, uploaded as the PNG to edit.
+    const png = await page.evaluate(() => {
+      const c = document.createElement("canvas");
+      c.width = 200;
+      c.height = 96;
+      const g = c.getContext("2d")!;
+      g.fillStyle = "white";
+      g.fillRect(0, 0, 200, 96);
+      g.fillStyle = "black";
+      g.font = "bold 48px sans-serif";
+      g.fillText("SALE", 40, 66);
+      return c.toDataURL("image/png").split(",")[1];
+    });
+    await page.setInputFiles('[name="editImage"]', { name: "sale.png", mimeType: "image/png", buffer: Buffer.from(png, "base64") });
+    await page.fill('[name="editReplacements"]', "SALE=DEAL");
+    await page.fill('[name="steps"]', "2");
+    const results = page.locator('[data-testid="result"]');
+    const before = await results.count();
+    await page.click('[data-action="edit-text"]');
+    await until("the edited result", async () => (await results.count()) === before + 1, 300_000);
+    await until("success", async () => (await page.getAttribute('[data-testid="progress"]', "data-status")) === "succeeded", 300_000);
+    const id = await results.first().getAttribute("data-job-id");
+    const job = (await (await fetch(`${server.url}/v1/generations/${id}`)).json()) as {
+      input: { edit: { replacements: { old: string; new: string }[] } };
+      output: { certificates: unknown[] };
+    };
+    assert.deepEqual(job.input.edit.replacements, [{ old: "SALE", new: "DEAL" }]);
+    assert.equal(job.output.certificates.length, 1);
+    await page.screenshot({ path: join(shots, "05c-edited-text.png"), fullPage: true });
+
+    // A line that is not OLD=NEW is refused before anything is sent.
+    await page.fill('[name="editReplacements"]', "SALE");
+    await page.click('[data-action="edit-text"]');
+    await until("the notice", async () => /write OLD=NEW/.test((await page.textContent('[data-testid="notice"]')) ?? ""));
+  });
+
   it("cancels a running generation", async () => {
     await page.fill('[name="steps"]', "150");
     await page.fill('[name="n"]', "1");

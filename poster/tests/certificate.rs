@@ -9,17 +9,23 @@ use letterpress_diffusion::LoadOptions;
 use letterpress_diffusion::pipelines::ModelSource;
 use letterpress_layout::{BBox, Layout, TextLine};
 use letterpress_poster::{
-    PosterEngine, PosterError, PosterEvent, PosterRequest, PosterText, read_box, repair_seed,
+    PosterEngine, PosterError, PosterEvent, PosterInit, PosterRequest, PosterText, RepaintRegion,
+    read_box, repair_seed,
 };
 use letterpress_render::RenderOptions;
 
-fn engine() -> PosterEngine {
+fn engine_of(kind: &str) -> PosterEngine {
     let source = ModelSource {
         model: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../diffusion/tests/fixtures/pipeline/sd1-controlnet"),
+            .join("../diffusion/tests/fixtures/pipeline")
+            .join(kind),
         ..Default::default()
     };
     PosterEngine::load(&source, &LoadOptions::default(), RenderOptions::default()).unwrap()
+}
+
+fn engine() -> PosterEngine {
+    engine_of("sd1-controlnet")
 }
 
 fn request(layout: &Layout) -> PosterRequest {
@@ -96,5 +102,31 @@ fn too_many_repair_rounds_name_the_field() {
             assert!(message.contains("at most 5"), "{message}");
         }
         other => panic!("{other:?}"),
+    }
+}
+
+/// Repair rounds run on every model kind the pipelines take: TextDiffuser-2 (layout tokens)
+/// and a 9-channel inpainting UNet as well as the glyph ControlNet above.
+#[test]
+fn repair_runs_on_textdiffuser2_and_inpainting_models() {
+    let layout = Layout::new(64, 64, vec![TextLine::new("SALE", BBox::new(8, 8, 56, 30))]);
+    for kind in ["td2", "sd2-inpaint"] {
+        let mut r = request(&layout);
+        r.repair = 1;
+        if kind == "sd2-inpaint" {
+            // An inpainting UNet paints only into a picture: the whole of a grey one here.
+            r.init = Some(PosterInit {
+                image: image::RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128])),
+                strength: 1.0,
+                region: Some(RepaintRegion::Mask(image::GrayImage::from_pixel(
+                    64,
+                    64,
+                    image::Luma([255]),
+                ))),
+            });
+        }
+        let poster = engine_of(kind).make(&r, &mut |_| {}, &|| false).unwrap();
+        let c = poster.images[0].certificate.as_ref().unwrap();
+        assert_eq!((c.line_count, c.rounds), (1, 1), "{kind}");
     }
 }

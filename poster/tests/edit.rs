@@ -12,9 +12,14 @@ use letterpress_poster::{EditRequest, PosterEngine, PosterError, PosterRequest, 
 use letterpress_render::{RenderOptions, Renderer};
 
 fn engine() -> PosterEngine {
+    engine_of("sd1-controlnet")
+}
+
+fn engine_of(kind: &str) -> PosterEngine {
     let source = ModelSource {
         model: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../diffusion/tests/fixtures/pipeline/sd1-controlnet"),
+            .join("../diffusion/tests/fixtures/pipeline")
+            .join(kind),
         ..Default::default()
     };
     PosterEngine::load(&source, &LoadOptions::default(), RenderOptions::default()).unwrap()
@@ -101,4 +106,21 @@ fn bad_edits_name_the_field() {
     let (field, message) = field_of(request("SALE", long, picture()));
     assert_eq!(field, "replacements[0].new");
     assert!(message.contains("8 px"), "{message}");
+}
+
+/// Every model kind edits: TextDiffuser-2 (the new text as layout tokens) and a 9-channel
+/// inpainting UNet as well as the glyph ControlNet above.
+#[test]
+fn textdiffuser2_and_inpainting_models_edit_too() {
+    let input = picture();
+    for kind in ["td2", "sd2-inpaint"] {
+        let edited = engine_of(kind)
+            .edit(&request("SALE", "DEAL", input.clone()), &|| false)
+            .unwrap();
+        for (x, y, p) in edited.image.enumerate_pixels() {
+            if edited.region.get_pixel(x, y).0[0] == 0 {
+                assert_eq!(p, input.get_pixel(x, y), "{kind} ({x}, {y})");
+            }
+        }
+    }
 }

@@ -62,7 +62,7 @@ const FILE: &[(&str, &str)] = &[
 fn errors_of(operation_id: &str) -> Vec<(&'static str, &'static str)> {
     let tables: &[&[(&str, &str)]] = match operation_id {
         "planLayout" | "renderMask" => &[COMMON],
-        "createGeneration" => &[COMMON, GENERATION],
+        "createGeneration" | "createEdit" => &[COMMON, GENERATION],
         "openaiImages" => &[COMMON, GENERATION, OPENAI],
         "getGeneration" | "generationEvents" | "cancelGeneration" => &[READ],
         "getFile" => &[FILE],

@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
 use crate::job_error::JobErrorCode;
-use crate::routes::{files, generations, openai, ops, plan};
+use crate::routes::{edits, files, generations, openai, ops, plan};
 use crate::schema;
 use crate::state::AppState;
 use errors::ErrorResponses;
@@ -47,6 +47,7 @@ pub fn openai_sizes(max_side: u32) -> Vec<String> {
         plan::layouts,
         plan::render,
         generations::create,
+        edits::create,
         generations::get,
         generations::events,
         generations::cancel,

@@ -21,13 +21,16 @@ fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
 #[test]
 fn request_schemas_have_exactly_the_fields_the_readers_accept() {
     let doc = doc();
-    let cases: [(&str, &[&str]); 4] = [
-        ("GenerationRequest", GENERATION_FIELDS),
-        ("OpenAIImageRequest", OPENAI_FIELDS),
-        ("LayoutRequest", LAYOUT_FIELDS),
-        ("RenderRequest", RENDER_FIELDS),
+    // Each reader's fields, the required ones first, and how many are required.
+    let cases: [(&str, &[&str], usize); 6] = [
+        ("GenerationRequest", GENERATION_FIELDS, 1),
+        ("EditRequest", crate::edit_input::EDIT_FIELDS, 2),
+        ("Replacement", &["old", "new"], 2),
+        ("OpenAIImageRequest", OPENAI_FIELDS, 1),
+        ("LayoutRequest", LAYOUT_FIELDS, 1),
+        ("RenderRequest", RENDER_FIELDS, 1),
     ];
-    for (name, fields) in cases {
+    for (name, fields, required) in cases {
         let s = schema(&doc, name);
         let mut documented: Vec<&str> = s["properties"]
             .as_object()
@@ -40,7 +43,7 @@ fn request_schemas_have_exactly_the_fields_the_readers_accept() {
         read.sort_unstable();
         assert_eq!(documented, read, "{name}");
         assert_eq!(s["additionalProperties"], json!(false), "{name}");
-        assert_eq!(s["required"], json!([fields[0]]), "{name}");
+        assert_eq!(s["required"], json!(fields[..required]), "{name}");
     }
     let line = schema(&doc, "LayoutLine");
     let mut keys: Vec<&String> = line["properties"].as_object().unwrap().keys().collect();

@@ -73,7 +73,7 @@ fn prefer_wait(headers: &HeaderMap, max: u64) -> Option<u64> {
 }
 
 /// Validates `Idempotency-Key`: 1–255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -208,18 +208,31 @@ pub async fn create(
     }
     crate::admission::check_generation(&state, &input).await?;
     require_model(&state)?;
-    let (mut job, created) = submit(&state, &caller, &input, key.as_deref(), &body)?;
-    let wait = prefer_wait(&headers, state.settings.max_wait_secs);
+    answer_submitted(&state, &caller, &headers, &input, key.as_deref(), &body).await
+}
+
+/// Queues `input` (or finds the job an earlier request with the same key made) and answers
+/// as `POST /v1/generations` does: the job, after `Prefer: wait` when asked.
+pub(crate) async fn answer_submitted(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    input: &GenerationInput,
+    key: Option<&str>,
+    body: &Value,
+) -> Result<Response, ApiError> {
+    let (mut job, created) = submit(state, caller, input, key, body)?;
+    let wait = prefer_wait(headers, state.settings.max_wait_secs);
     if let Some(seconds) = wait.filter(|s| *s > 0) {
-        job = wait_for(&state, &job.id, seconds).await?;
+        job = wait_for(state, &job.id, seconds).await?;
     }
-    let base = base_url(&state, &headers);
+    let base = base_url(state, headers);
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let mut response = (status, axum::Json(job_view(&state, &job, &base).await?)).into_response();
+    let mut response = (status, axum::Json(job_view(state, &job, &base).await?)).into_response();
     response = with_header(
         response,
         "location",

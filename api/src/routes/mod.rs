@@ -1,6 +1,7 @@
 //! The HTTP surface: `app(state)` builds the router, so tests drive it with `oneshot`.
 
 mod designer;
+pub(crate) mod edits;
 pub(crate) mod files;
 pub(crate) mod generations;
 pub(crate) mod openai;
@@ -38,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/layouts", post(plan::layouts))
         .route("/v1/render", post(plan::render))
         .route("/v1/generations", post(generations::create))
+        .route("/v1/edits", post(edits::create))
         .route("/v1/generations/{id}", get(generations::get))
         .route("/v1/generations/{id}/events", get(generations::events))
         .route("/v1/generations/{id}/cancel", post(generations::cancel))

@@ -12,7 +12,9 @@ pub use generation::{
     GenerationOutput, GenerationUrls, JobError, LineCertificate,
 };
 pub use params::{FileId, GenerationId};
-pub use requests::{GenerationRequest, Keywords, LayoutRequest, OpenAIImageRequest, RenderRequest};
+pub use requests::{
+    EditRequest, GenerationRequest, Keywords, LayoutRequest, OpenAIImageRequest, RenderRequest,
+};
 pub use responses::{
     Binary, GenerationAvailability, Health, OpenAIImage, OpenAIImages, PlanResponse, Readiness,
     Rendering, ServiceIndex,

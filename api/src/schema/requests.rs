@@ -275,6 +275,59 @@ pub struct GenerationRequest {
     pub repair: u32,
 }
 
+/// One text to replace in `POST /v1/edits`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Replacement {
+    /// The word or line to replace, as OCR reads it (case and surrounding punctuation ignored).
+    #[schema(min_length = 1, max_length = 200)]
+    pub old: String,
+    /// Its replacement, drawn at the same height (its box widened into free space if longer).
+    #[schema(min_length = 1, max_length = 200)]
+    pub new: String,
+}
+
+/// `POST /v1/edits`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EditRequest {
+    /// The picture: the file id of one of your earlier PNG results (file_…) or a base64 PNG;
+    /// each side 64 to the server's max_side.
+    #[schema(min_length = 1)]
+    pub image: String,
+    #[schema(min_items = 1, max_items = 8)]
+    pub replacements: Vec<Replacement>,
+    /// What the picture shows, for the model.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 1000, default = "a poster")]
+    pub prompt: String,
+    #[serde(default)]
+    #[schema(max_length = 1000)]
+    pub negative_prompt: String,
+    /// null or absent: random.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 9223372036854775807_u64)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 150, default = 20)]
+    pub steps: u32,
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 30, default = 7.5)]
+    pub guidance_scale: f64,
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
+    pub scheduler: String,
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 2, default = 1.0)]
+    pub controlnet_conditioning_scale: f64,
+    #[serde(default)]
+    #[schema(schema_with = output_format_schema)]
+    pub output_format: String,
+    #[serde(default)]
+    #[schema(schema_with = generation_response_format_schema)]
+    pub response_format: String,
+}
+
 /// `POST /v1/images/generations`, OpenAI's image request.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

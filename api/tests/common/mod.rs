@@ -85,6 +85,9 @@ impl PosterEngine for GlyphEngine {
                 image::Rgb([v, (tint % 251) as u8, 255 - v])
             })
         };
+        if let Some(edit) = &job.edit {
+            return edit_picture(edit, events);
+        }
         let (layout, warnings) = self.layout(job)?;
         let lines: Vec<letterpress_api::LineCertificate> = layout
             .lines
@@ -170,6 +173,60 @@ impl PosterEngine for GlyphEngine {
             .map(|i| paint(&glyph_mask, job.seed + u64::from(i)))
             .collect())
     }
+}
+
+/// An edit as the real engine reports it: the new lines, the edited region, one certificate;
+/// the picture comes back with pixel (0, 0) marked. An old text "MISSING" is not found.
+fn edit_picture(
+    edit: &letterpress_api::EngineEdit,
+    events: &mut dyn FnMut(EngineEvent) -> ControlFlow<()>,
+) -> Result<Vec<RgbImage>, EngineError> {
+    if let Some(i) = edit
+        .replacements
+        .iter()
+        .position(|(old, _)| old == "MISSING")
+    {
+        return Err(EngineError::Unsupported(format!(
+            "replacements[{i}].old: \"MISSING\" is not in the picture; OCR read nothing"
+        )));
+    }
+    let (w, h) = edit.image.dimensions();
+    let bbox = letterpress_layout::BBox::new(0, 0, w as i32 / 2, h as i32 / 2);
+    let lines: Vec<_> = edit
+        .replacements
+        .iter()
+        .map(|(_, new)| letterpress_layout::TextLine::new(new.clone(), bbox))
+        .collect();
+    let certificate = letterpress_api::Certificate {
+        lines_ok: 0,
+        line_count: lines.len() as u32,
+        score: 0.0,
+        rounds: 0,
+        repair_seeds: Vec::new(),
+        lines: Vec::new(),
+    };
+    let stages = [
+        EngineEvent::Planned {
+            layout: Layout::new(w, h, lines),
+            warnings: Vec::new(),
+        },
+        EngineEvent::Rendered {
+            glyph_mask: GrayImage::new(w, h),
+            warnings: Vec::new(),
+        },
+        EngineEvent::Verified {
+            image: 0,
+            certificate,
+        },
+    ];
+    for event in stages {
+        if events(event).is_break() {
+            return Err(EngineError::Stopped);
+        }
+    }
+    let mut out = edit.image.clone();
+    out.put_pixel(0, 0, image::Rgb([1, 2, 3]));
+    Ok(vec![out])
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {

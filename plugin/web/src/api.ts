@@ -2,7 +2,7 @@
 // param}}` so the page can show what was wrong and with which field.
 
 import { SseParser } from "./sse";
-import type { GenerationRequest, Job, JobEvent, Layout, Plan } from "./types";
+import type { EditRequest, GenerationRequest, Job, JobEvent, Layout, Plan } from "./types";
 
 export class ApiError extends Error {
   constructor(
@@ -85,6 +85,11 @@ export class Client {
 
   async generate(req: GenerationRequest): Promise<Job> {
     return (await (await this.request("POST", "/v1/generations", req)).json()) as Job;
+  }
+
+  /** An edit job: followed, canceled and read back like a generation. */
+  async edit(req: EditRequest): Promise<Job> {
+    return (await (await this.request("POST", "/v1/edits", req)).json()) as Job;
   }
 
   async job(id: string): Promise<Job> {

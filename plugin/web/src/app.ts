@@ -5,9 +5,10 @@
 import { ApiError, Client } from "./api";
 import { type ChangeReason, LayoutEditor } from "./editor";
 import { type HistoryEntry, type HistoryStore, record } from "./history";
+import { bytesToBase64, parseReplacements } from "./edit";
 import { bareLayout, generationSide, parseLayoutJson } from "./layout";
 import { parametersText, withText } from "./png";
-import type { GenerationRequest, GenerationSettings, Job, JobEvent, Layout } from "./types";
+import type { EditRequest, GenerationRequest, GenerationSettings, Job, JobEvent, Layout } from "./types";
 
 /** A finished image, as the host may want it (Figma inserts it as a layer). */
 export interface ResultImage {
@@ -114,6 +115,14 @@ const TEMPLATE = `
     </div>
   </section>
 </main>
+<section class="panel edit-text" data-testid="edit-text">
+  <h2>Edit text in an uploaded image</h2>
+  <label>Picture (PNG) <input name="editImage" type="file" accept="image/png"></label>
+  <label>Replacements, one OLD=NEW per line
+    <textarea name="editReplacements" rows="3" placeholder="SALE=DEAL"></textarea></label>
+  <p class="hint">Uses the prompt, seed, steps and guidance above; only the edited boxes change.</p>
+  <button type="button" data-action="edit-text">Edit text</button>
+</section>
 <section class="panel gallery-panel">
   <h2>Results</h2>
   <div class="gallery" data-testid="gallery"></div>
@@ -181,6 +190,7 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
     ready.className = g.available ? "ready ok" : "ready off";
     generationAvailable = g.available;
     button("generate").disabled = !g.available || current !== null;
+    button("edit-text").disabled = !g.available || current !== null;
     button("generate").title = g.available ? "" : (g.reason ?? "");
     syncRegenerate();
   });
@@ -354,6 +364,7 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
   const running = (on: boolean) => {
     button("cancel").disabled = !on;
     button("generate").disabled = on;
+    button("edit-text").disabled = on || !generationAvailable;
     if (on) button("regenerate-line").disabled = true;
     else syncRegenerate();
   };
@@ -390,15 +401,15 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
     }
   };
 
-  /** Submits `req`, follows its progress, and adds the result to the gallery and history. */
-  const submitAndFollow = async (req: GenerationRequest, settings: GenerationSettings, layout: Layout) => {
+  /** Submits a job, follows its progress, and adds the result to the gallery and history. */
+  const submitAndFollow = async (submit: () => Promise<Job>, settings: GenerationSettings, layout: Layout) => {
     running(true);
     stepPreview.hidden = true;
     progressBar.value = 0;
     setStatus("queued", "submitting");
     showInfo("");
     try {
-      const job = await client.generate(req);
+      const job = await submit();
       const abort = new AbortController();
       current = { job, abort };
       progressBox.dataset.jobId = job.id;
@@ -436,7 +447,7 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
       height: generationSide(layout.height),
       output_format: "png",
     };
-    await submitAndFollow(req, settings, layout);
+    await submitAndFollow(() => client.generate(req), settings, layout);
   });
 
   // Repaints the selected line of the selected gallery result in place, with that result's
@@ -472,8 +483,29 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
       inpaint_line: line,
       strength: 1,
     };
-    await submitAndFollow(req, settings, layout);
+    await submitAndFollow(() => client.generate(req), settings, layout);
   });
+
+  // Replaces text in the uploaded picture (POST /v1/edits) with the form's settings.
+  const editText = guard(async () => {
+    const file = field("editImage").files?.[0];
+    if (!file) throw new Error("choose a PNG picture to edit first");
+    const replacements = parseReplacements($<HTMLTextAreaElement>('[name="editReplacements"]').value);
+    const settings = { ...settingsFromForm(), n: 1 };
+    const image = bytesToBase64(new Uint8Array(await file.arrayBuffer()));
+    const req: EditRequest = {
+      image,
+      replacements,
+      prompt: settings.prompt || undefined,
+      seed: settings.seed,
+      steps: settings.steps,
+      guidance_scale: settings.guidance_scale,
+      output_format: "png",
+    };
+    const layout: Layout = { width: 0, height: 0, lines: [] };
+    await submitAndFollow(() => client.edit(req), settings, layout);
+  });
+  button("edit-text").addEventListener("click", editText);
   button("regenerate-line").addEventListener("click", regenerateLine);
   button("generate").addEventListener("click", generate);
   button("cancel").addEventListener(

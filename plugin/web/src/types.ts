@@ -89,3 +89,15 @@ export interface JobEvent {
   event: string;
   data: Record<string, unknown>;
 }
+
+/** `POST /v1/edits`: replace text in a picture. */
+export interface EditRequest {
+  /** A base64 PNG (or the file id of one of your PNG results). */
+  image: string;
+  replacements: { old: string; new: string }[];
+  prompt?: string;
+  seed?: number | null;
+  steps?: number;
+  guidance_scale?: number;
+  output_format: "png";
+}
