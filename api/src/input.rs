@@ -592,6 +592,13 @@ impl GenerationInput {
             )?;
         }
         let repair = f.uint("repair", 0, MAX_REPAIR.into(), 1)?.unwrap_or(0) as u32;
+        if repair > 0 && inpaint_line.is_some() {
+            return Err(ApiError::invalid(
+                "repair",
+                "repair repaints any line that reads wrong, but inpaint_line keeps every other \
+                 line: send one or the other",
+            ));
+        }
         let verify = f.boolean("verify")?.unwrap_or(false) || repair > 0;
         let runs = init_image
             .as_ref()
@@ -799,6 +806,11 @@ mod tests {
                 "above 0",
             ),
             (json!({"prompt": "p", "repair": 6}), "repair", "0 to 5"),
+            (
+                json!({"prompt": "p", "init_image": "file_x", "inpaint_line": 0, "repair": 1, "layout": {"width": 64, "height": 64, "lines": [{"text": "a", "bbox": [0, 0, 9, 9]}]}}),
+                "repair",
+                "inpaint_line keeps",
+            ),
             (
                 json!({"prompt": "p 'SALE'", "glyph_init": 1.5}),
                 "glyph_init",

@@ -94,12 +94,19 @@ impl Certificate {
 /// Line `index`'s box grown by a margin of a quarter of its height (at least 4 px), clamped to
 /// a `width`×`height` image, as `(left, top, right, bottom)`; `None` when nothing is left.
 pub fn read_box(bbox: &BBox, (width, height): (u32, u32)) -> Option<(u32, u32, u32, u32)> {
-    let margin = ((bbox.bottom - bbox.top) / 4).max(4);
-    let clamp = |v: i32, max: u32| v.clamp(0, max as i32) as u32;
-    let l = clamp(bbox.left - margin, width);
-    let t = clamp(bbox.top - margin, height);
-    let r = clamp(bbox.right + margin, width);
-    let b = clamp(bbox.bottom + margin, height);
+    // In i64: a given layout's box may lie anywhere in the i32 range.
+    let (left, top, right, bottom) = (
+        i64::from(bbox.left),
+        i64::from(bbox.top),
+        i64::from(bbox.right),
+        i64::from(bbox.bottom),
+    );
+    let margin = ((bottom - top) / 4).max(4);
+    let clamp = |v: i64, max: u32| v.clamp(0, i64::from(max)) as u32;
+    let l = clamp(left - margin, width);
+    let t = clamp(top - margin, height);
+    let r = clamp(right + margin, width);
+    let b = clamp(bottom + margin, height);
     (r > l && b > t).then_some((l, t, r, b))
 }
 
@@ -254,6 +261,13 @@ mod tests {
             Some((86, 92, 100, 100))
         );
         assert_eq!(read_box(&BBox::new(200, 200, 300, 300), (100, 100)), None);
+        assert_eq!(
+            read_box(
+                &BBox::new(i32::MIN, i32::MIN, i32::MAX, i32::MAX),
+                (100, 100)
+            ),
+            Some((0, 0, 100, 100))
+        );
     }
 
     #[test]

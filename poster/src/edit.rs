@@ -63,6 +63,17 @@ pub struct Edited {
     pub seed: u64,
 }
 
+/// Where an edit paints and what, found before any model runs (OCR, fitting): a front end
+/// can refuse a bad edit at once with [`plan_edit`].
+#[derive(Debug, Clone)]
+pub struct EditPlan {
+    /// The new lines, in the picture's pixels.
+    pub lines: Vec<TextLine>,
+    pub boxes: Vec<EditedBox>,
+    /// White where pixels may differ from the input.
+    pub region: GrayImage,
+}
+
 fn field(i: usize, name: &str) -> String {
     format!("replacements[{i}].{name}")
 }
@@ -78,56 +89,13 @@ impl PosterEngine {
         request: &EditRequest,
         stop: &dyn Fn() -> bool,
     ) -> Result<Edited, PosterError> {
-        let (width, height) = request.image.dimensions();
-        let sides = MIN_EDIT_SIDE..=MAX_EDIT_SIDE;
-        if !sides.contains(&width) || !sides.contains(&height) {
-            return Err(PosterError::request(
-                "image",
-                format!(
-                    "{width}x{height}: each side must be {MIN_EDIT_SIDE} to {MAX_EDIT_SIDE} pixels"
-                ),
-            ));
-        }
-        if request.replacements.is_empty() {
-            return Err(PosterError::request(
-                "replacements",
-                "nothing to replace: give at least one old=new pair",
-            ));
-        }
-        let page = OcrEngine::new(OcrConfig::default())?
-            .recognize(&image::imageops::grayscale(&request.image))?;
-        let found = request
-            .replacements
-            .iter()
-            .enumerate()
-            .map(|(i, r)| find_old(i, &r.old, &page, request.known_layout.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut lines = Vec::new();
-        let mut boxes = Vec::new();
-        for (i, (r, (bbox, by))) in request.replacements.iter().zip(&found).enumerate() {
-            let others: Vec<BBox> = found
-                .iter()
-                .map(|f| f.0)
-                .chain(page.words.iter().map(|w| w.bbox))
-                .filter(|b| !overlaps(b, bbox))
-                .collect();
-            let (drawn, font_px) = fit_new(self.renderer(), i, r, *bbox, &others, (width, height))?;
-            lines.push(TextLine::new(r.new.clone(), drawn));
-            boxes.push(EditedBox {
-                found: *bbox,
-                found_by: by,
-                drawn,
-                font_px,
-            });
-        }
-        let protected: Vec<BBox> = page
-            .words
-            .iter()
-            .map(|w| w.bbox)
-            .filter(|w| !boxes.iter().any(|b| overlaps(w, &b.found)))
-            .collect();
-        let region = edit_region(&boxes, &protected, (width, height));
-        self.paint_edit(request, lines, boxes, region, stop)
+        let plan = plan_edit(
+            self.renderer(),
+            &request.image,
+            &request.replacements,
+            request.known_layout.as_ref(),
+        )?;
+        self.paint_edit(request, plan, stop)
     }
 
     /// Inpaints `region` with `lines` as the glyph layout (on a canvas padded to a multiple of
@@ -135,11 +103,14 @@ impl PosterEngine {
     fn paint_edit(
         &self,
         request: &EditRequest,
-        lines: Vec<TextLine>,
-        boxes: Vec<EditedBox>,
-        region: GrayImage,
+        plan: EditPlan,
         stop: &dyn Fn() -> bool,
     ) -> Result<Edited, PosterError> {
+        let EditPlan {
+            lines,
+            boxes,
+            region,
+        } = plan;
         let (width, height) = request.image.dimensions();
         let (pw, ph) = (width.div_ceil(8) * 8, height.div_ceil(8) * 8);
         // Edge pixels repeated into the padding: the model sees no border.
@@ -183,6 +154,90 @@ impl PosterEngine {
     }
 }
 
+/// Finds each old text of `image` (OCR, else `known_layout`), fits its new text and returns
+/// where the edit will paint: every check an edit makes before the model runs.
+pub fn plan_edit(
+    renderer: &Renderer,
+    image: &RgbImage,
+    replacements: &[Replacement],
+    known_layout: Option<&Layout>,
+) -> Result<EditPlan, PosterError> {
+    let (width, height) = image.dimensions();
+    let sides = MIN_EDIT_SIDE..=MAX_EDIT_SIDE;
+    if !sides.contains(&width) || !sides.contains(&height) {
+        return Err(PosterError::request(
+            "image",
+            format!(
+                "{width}x{height}: each side must be {MIN_EDIT_SIDE} to {MAX_EDIT_SIDE} pixels"
+            ),
+        ));
+    }
+    if replacements.is_empty() {
+        return Err(PosterError::request(
+            "replacements",
+            "nothing to replace: give at least one old=new pair",
+        ));
+    }
+    let page =
+        OcrEngine::new(OcrConfig::default())?.recognize(&image::imageops::grayscale(image))?;
+    let found = replacements
+        .iter()
+        .enumerate()
+        .map(|(i, r)| find_old(i, &r.old, &page, known_layout, (width, height)))
+        .collect::<Result<Vec<_>, _>>()?;
+    refuse_overlaps(replacements, &found)?;
+    let mut lines = Vec::new();
+    let mut boxes = Vec::new();
+    for (i, (r, (bbox, by))) in replacements.iter().zip(&found).enumerate() {
+        let others: Vec<BBox> = found
+            .iter()
+            .map(|f| f.0)
+            .chain(page.words.iter().map(|w| w.bbox))
+            .filter(|b| !overlaps(b, bbox))
+            .collect();
+        let (drawn, font_px) = fit_new(renderer, i, r, *bbox, &others, (width, height))?;
+        lines.push(TextLine::new(r.new.clone(), drawn));
+        boxes.push(EditedBox {
+            found: *bbox,
+            found_by: by,
+            drawn,
+            font_px,
+        });
+    }
+    let protected: Vec<BBox> = page
+        .words
+        .iter()
+        .map(|w| w.bbox)
+        .filter(|w| !boxes.iter().any(|b| overlaps(w, &b.found)))
+        .collect();
+    let region = edit_region(&boxes, &protected, (width, height));
+    Ok(EditPlan {
+        lines,
+        boxes,
+        region,
+    })
+}
+
+/// Two replacements whose old texts share pixels would draw two texts into one region.
+fn refuse_overlaps(
+    replacements: &[Replacement],
+    found: &[(BBox, &'static str)],
+) -> Result<(), PosterError> {
+    for (j, (b, _)) in found.iter().enumerate() {
+        if let Some(i) = found[..j].iter().position(|(a, _)| overlaps(a, b)) {
+            return Err(bad(
+                field(j, "old"),
+                format!(
+                    "{:?} is found where replacement {i} ({:?}) is: each old text must be \
+                     its own",
+                    replacements[j].old, replacements[i].old
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn overlaps(a: &BBox, b: &BBox) -> bool {
     a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom
 }
@@ -194,6 +249,7 @@ fn find_old(
     old: &str,
     page: &OcrPage,
     known: Option<&Layout>,
+    size: (u32, u32),
 ) -> Result<(BBox, &'static str), PosterError> {
     let want = normalize_words([old]);
     if want.is_empty() {
@@ -209,7 +265,11 @@ fn find_old(
     if let Some(word) = page.words.iter().find(|w| same(&w.text)) {
         return Ok((word.bbox, "ocr"));
     }
-    if let Some(bbox) = known.and_then(|k| layout_box(k, &same)) {
+    // A layout from a file's metadata can say anything: its box is clipped to the picture.
+    if let Some(bbox) = known
+        .and_then(|k| layout_box(k, &same))
+        .and_then(|b| clip(b, size))
+    {
         return Ok((bbox, "layout"));
     }
     let read: Vec<String> = page.lines.iter().map(|l| format!("{:?}", l.text)).collect();
@@ -224,6 +284,17 @@ fn find_old(
     ))
 }
 
+/// `b` clipped to a `width`×`height` picture; `None` when nothing of it is inside.
+fn clip(b: BBox, (width, height): (u32, u32)) -> Option<BBox> {
+    let c = BBox::new(
+        b.left.clamp(0, width as i32),
+        b.top.clamp(0, height as i32),
+        b.right.clamp(0, width as i32),
+        b.bottom.clamp(0, height as i32),
+    );
+    (c.right > c.left && c.bottom > c.top).then_some(c)
+}
+
 /// The box of the layout line, or of the stacked sub-line (`\n`) of one, that `same` accepts;
 /// a line's sub-lines share its height equally, as the renderer stacks them.
 fn layout_box(layout: &Layout, same: &dyn Fn(&str) -> bool) -> Option<BBox> {
@@ -234,7 +305,11 @@ fn layout_box(layout: &Layout, same: &dyn Fn(&str) -> bool) -> Option<BBox> {
         let subs: Vec<&str> = line.text.split('\n').collect();
         let j = subs.iter().position(|s| same(s))?;
         let (b, n) = (line.bbox, subs.len() as i32);
-        let row = |k: i32| b.top + (b.bottom - b.top) * k / n;
+        let row = |k: i32| {
+            (i64::from(b.top)
+                + (i64::from(b.bottom) - i64::from(b.top)) * i64::from(k) / i64::from(n))
+                as i32
+        };
         Some(BBox::new(b.left, row(j as i32), b.right, row(j as i32 + 1)))
     })
 }
@@ -257,6 +332,7 @@ fn font_px(
                 ch as u32
             ),
         )),
+        Err(e @ RenderError::LineTooLong { .. }) => Err(bad(field(i, "new"), e.to_string())),
         Err(e) => Err(e.into()),
     }
 }
@@ -284,7 +360,12 @@ fn fit_new(
             ));
         }
     }
-    let old_px = font_px(renderer, i, &r.old, found, size)?.unwrap_or(0.0);
+    // The old text only sets the size to match: one the fonts cannot draw (it was read from
+    // the picture) leaves the new text at its own size.
+    let old_px = font_px(renderer, i, &r.old, found, size)
+        .ok()
+        .flatten()
+        .unwrap_or(0.0);
     let new_px = font_px(renderer, i, &r.new, found, size)?
         .ok_or_else(|| bad(field(i, "new"), format!("{:?} has nothing to draw", r.new)))?;
     let mut drawn = found;
@@ -425,13 +506,18 @@ mod tests {
             }],
             chars: Vec::new(),
         };
-        let err = find_old(0, "PARTY", &page, None).unwrap_err().to_string();
+        let err = find_old(0, "PARTY", &page, None, (200, 200))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("replacements[0].old:"), "{err}");
         assert!(err.contains("\"BIG SALE\""), "{err}");
-        assert_eq!(find_old(0, "big sale!", &page, None).unwrap().1, "ocr");
+        assert_eq!(
+            find_old(0, "big sale!", &page, None, (200, 200)).unwrap().1,
+            "ocr"
+        );
         let known = Layout::new(10, 10, vec![TextLine::new("PARTY", BBox::new(1, 1, 9, 9))]);
         assert_eq!(
-            find_old(0, "party", &page, Some(&known)).unwrap(),
+            find_old(0, "party", &page, Some(&known), (200, 200)).unwrap(),
             (BBox::new(1, 1, 9, 9), "layout")
         );
         let stacked = Layout::new(
@@ -440,8 +526,51 @@ mod tests {
             vec![TextLine::new("SUMMER\nSALE", BBox::new(0, 20, 100, 60))],
         );
         assert_eq!(
-            find_old(0, "sale", &page, Some(&stacked)).unwrap(),
+            find_old(0, "sale", &page, Some(&stacked), (200, 200)).unwrap(),
             (BBox::new(0, 40, 100, 60), "layout")
         );
+    }
+
+    #[test]
+    fn old_texts_must_not_share_pixels_and_layout_boxes_are_clipped() {
+        let reps = vec![
+            Replacement {
+                old: "SALE".into(),
+                new: "DEAL".into(),
+            },
+            Replacement {
+                old: "BIG SALE".into(),
+                new: "HUGE DEAL".into(),
+            },
+        ];
+        let same_place = [
+            (BBox::new(30, 10, 60, 20), "ocr"),
+            (BBox::new(0, 10, 60, 20), "ocr"),
+        ];
+        let err = refuse_overlaps(&reps, &same_place).unwrap_err().to_string();
+        assert!(err.starts_with("replacements[1].old:"), "{err}");
+        let apart = [
+            (BBox::new(0, 0, 5, 5), "ocr"),
+            (BBox::new(5, 0, 9, 5), "ocr"),
+        ];
+        assert!(refuse_overlaps(&reps, &apart).is_ok());
+
+        let page = OcrPage {
+            width: 64,
+            height: 64,
+            words: Vec::new(),
+            lines: Vec::new(),
+            chars: Vec::new(),
+        };
+        let huge = BBox::new(i32::MIN + 1, -5, i32::MAX - 1, 8);
+        let known = Layout::new(64, 64, vec![TextLine::new("PARTY\nNIGHT", huge)]);
+        let (b, by) = find_old(0, "party", &page, Some(&known), (64, 64)).unwrap();
+        assert_eq!((b.left, b.right, by), (0, 64, "layout"));
+        let outside = Layout::new(
+            64,
+            64,
+            vec![TextLine::new("PARTY", BBox::new(70, 0, 90, 9))],
+        );
+        assert!(find_old(0, "party", &page, Some(&outside), (64, 64)).is_err());
     }
 }

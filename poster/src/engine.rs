@@ -160,6 +160,15 @@ impl PosterEngine {
                 format!("{} rounds: at most {MAX_REPAIR_ROUNDS}", request.repair),
             ));
         }
+        if request.repair > 0 && request.init.as_ref().is_some_and(|i| i.region.is_some()) {
+            // Repair repaints whichever lines read wrong; a repaint region promises that
+            // nothing outside it changes.
+            return Err(PosterError::request(
+                "repair",
+                "repair repaints any line that reads wrong, but init.region keeps everything \
+                 outside it: ask for one or the other",
+            ));
+        }
         check(stop)?;
         let defaulted;
         let request = match self.default_glyph_init {

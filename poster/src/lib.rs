@@ -41,8 +41,8 @@ mod stages;
 
 pub use certificate::{Certificate, LineCheck, certify, check_line, read_box};
 pub use edit::{
-    EditRequest, Edited, EditedBox, MAX_EDIT_SIDE, MIN_EDIT_SIDE, MIN_FONT_PX, Replacement,
-    edit_region,
+    EditPlan, EditRequest, Edited, EditedBox, MAX_EDIT_SIDE, MIN_EDIT_SIDE, MIN_FONT_PX,
+    Replacement, edit_region, plan_edit,
 };
 pub use engine::{Poster, PosterEngine, PosterEvent, PosterImage};
 pub use error::PosterError;

@@ -4,7 +4,7 @@
 //! first image, so every other pixel stays the first image's exactly.
 
 use image::{GrayImage, Luma, RgbImage};
-use letterpress_layout::{BBox, Layout};
+use letterpress_layout::Layout;
 
 use crate::PosterError;
 use crate::certificate::{Certificate, LineCheck, read_box};
@@ -18,8 +18,9 @@ pub fn repair_seed(seed: u64, round: usize) -> u64 {
     seed.wrapping_add((round as u64) << 32)
 }
 
-/// What line `index` may change: its read box (with margin) less the boxes of lines already
-/// right, which are never touched. White where the line may be repainted.
+/// What line `index` may change: its read box (with margin) less the read boxes of lines
+/// already right, so that what those lines are read from never changes and they stay right.
+/// White where the line may be repainted.
 pub fn line_region(layout: &Layout, index: usize, ok: &[bool], size: (u32, u32)) -> GrayImage {
     let mut mask = GrayImage::new(size.0, size.1);
     let Some((l, t, r, b)) = layout
@@ -29,19 +30,18 @@ pub fn line_region(layout: &Layout, index: usize, ok: &[bool], size: (u32, u32))
     else {
         return mask;
     };
-    let kept: Vec<&BBox> = layout
+    let kept: Vec<(u32, u32, u32, u32)> = layout
         .lines
         .iter()
         .zip(ok)
         .filter(|(_, ok)| **ok)
-        .map(|(line, _)| &line.bbox)
+        .filter_map(|(line, _)| read_box(&line.bbox, size))
         .collect();
     for y in t..b {
         for x in l..r {
-            let (xi, yi) = (x as i32, y as i32);
             let in_kept = kept
                 .iter()
-                .any(|k| xi >= k.left && xi < k.right && yi >= k.top && yi < k.bottom);
+                .any(|&(kl, kt, kr, kb)| x >= kl && x < kr && y >= kt && y < kb);
             if !in_kept {
                 mask.put_pixel(x, y, Luma([255]));
             }
@@ -80,7 +80,10 @@ pub fn repair(
     let mut current = first.clone();
     let mut best = certificate.lines;
     let mut seeds = Vec::new();
+    // Lines whose read box another line's accepted paste reached since they were read.
+    let mut stale = vec![false; best.len()];
     for round in 1..=rounds {
+        reread_stale(&current, &mut best, &mut stale, tools.read)?;
         let ok: Vec<bool> = best.iter().map(|l| l.ok).collect();
         let failing: Vec<usize> = (0..best.len()).filter(|&i| !ok[i]).collect();
         if failing.is_empty() {
@@ -107,15 +110,48 @@ pub fn repair(
             if check.better_than(&best[i]) {
                 current = trial;
                 best[i] = check;
+                mark_reached(layout, i, region, &mut stale);
             }
         }
     }
+    reread_stale(&current, &mut best, &mut stale, tools.read)?;
     Ok((current, Certificate::from_lines(best, seeds)))
+}
+
+/// Marks stale every other line whose read box `region` (line `pasted`'s accepted paste)
+/// reaches: two failing lines can sit within each other's margins.
+fn mark_reached(layout: &Layout, pasted: usize, region: &GrayImage, stale: &mut [bool]) {
+    for (j, line) in layout.lines.iter().enumerate() {
+        if j == pasted || stale[j] {
+            continue;
+        }
+        if let Some((l, t, r, b)) = read_box(&line.bbox, region.dimensions()) {
+            stale[j] = (t..b).any(|y| (l..r).any(|x| region.get_pixel(x, y).0[0] > 0));
+        }
+    }
+}
+
+/// Reads the stale lines again on `current`, keeping the round whose paint they show, so the
+/// certificate describes the pixels returned.
+fn reread_stale(
+    current: &RgbImage,
+    best: &mut [LineCheck],
+    stale: &mut [bool],
+    read: &mut dyn FnMut(&RgbImage, usize) -> Result<LineCheck, PosterError>,
+) -> Result<(), PosterError> {
+    for (i, line) in best.iter_mut().enumerate() {
+        if std::mem::take(&mut stale[i]) {
+            let round = line.round;
+            *line = read(current, i)?;
+            line.round = round;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use letterpress_layout::TextLine;
+    use letterpress_layout::{BBox, TextLine};
 
     use super::*;
 
@@ -224,5 +260,45 @@ mod tests {
         assert_eq!(cert.lines_ok, 2);
         assert_eq!(repair_seed(1, 1), cert.repair_seeds[0]);
         assert_ne!(cert.repair_seeds[0], cert.repair_seeds[1]);
+    }
+
+    /// Line 0's accepted paste reaches into line 1's read box: line 1, whose own paste read
+    /// worse and was dropped, is read again, so its certificate entry is of the returned
+    /// pixels.
+    #[test]
+    fn a_line_a_neighbours_paste_reached_is_read_again() {
+        let close = Layout::new(
+            64,
+            64,
+            vec![
+                TextLine::new("A", BBox::new(8, 8, 56, 20)),
+                TextLine::new("B", BBox::new(8, 22, 56, 34)),
+            ],
+        );
+        let first = RgbImage::new(64, 64);
+        let cert =
+            Certificate::from_lines(vec![check(0, false, 0.5), check(1, false, 0.5)], vec![]);
+        let mut paint = |_: &RgbImage, _: &GrayImage, _: u64| {
+            Ok(RgbImage::from_pixel(64, 64, image::Rgb([9, 9, 9])))
+        };
+        let line1_reads = std::cell::Cell::new(0);
+        let mut read = |_: &RgbImage, i: usize| {
+            Ok(if i == 0 {
+                check(0, true, 0.0)
+            } else {
+                line1_reads.set(line1_reads.get() + 1);
+                // Its own trial reads worse (0.9); the read after line 0's paste, 0.7.
+                check(1, false, if line1_reads.get() == 1 { 0.9 } else { 0.7 })
+            })
+        };
+        let tools = RepairTools {
+            paint: &mut paint,
+            read: &mut read,
+        };
+        let (_, cert) = repair(&first, &close, cert, 1, 3, tools).unwrap();
+        assert_eq!(line1_reads.get(), 2, "its trial, then once more at the end");
+        assert_eq!(cert.lines[1].edit_distance, 0.7);
+        assert_eq!(cert.lines[1].round, 0, "its own paste was not kept");
+        assert!(cert.lines[0].ok);
     }
 }

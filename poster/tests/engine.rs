@@ -354,3 +354,22 @@ fn glyph_initialisation_refuses_what_it_cannot_start_from() {
             .is_ok()
     );
 }
+
+#[test]
+fn repair_is_refused_with_a_repaint_region() {
+    let engine = engine("sd1-controlnet");
+    let mut request = small_request("a poster for 'SALE'");
+    request.repair = 1;
+    request.init = Some(PosterInit {
+        image: image::RgbImage::new(64, 64),
+        strength: 1.0,
+        region: Some(RepaintRegion::Line(0)),
+    });
+    match engine.make(&request, &mut |_| {}, &|| false) {
+        Err(PosterError::Request { field, message }) => {
+            assert_eq!(field, "repair");
+            assert!(message.contains("one or the other"), "{message}");
+        }
+        other => panic!("expected a request error, got {other:?}"),
+    }
+}
