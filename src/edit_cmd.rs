@@ -5,10 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
+use image::DynamicImage;
 use letterpress_layout::Layout;
 use letterpress_poster::{
-    EditRequest, PosterError, PosterText, Replacement, encode_png, read_png_text,
+    EditRequest, LayoutTokens, PosterError, PosterText, Replacement, encode_png, plan_edit,
+    read_png_text,
 };
+use letterpress_render::{RenderOptions, Renderer};
 
 use crate::model_options::{ModelOptions, load_engine, poster_request};
 
@@ -86,15 +89,29 @@ pub fn run(args: EditArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let bytes = std::fs::read(&args.image)
         .with_context(|| format!("reading IMAGE {}", args.image.display()))?;
-    let image = image::load_from_memory(&bytes)
-        .with_context(|| format!("IMAGE {}: not a readable picture", args.image.display()))?
-        .to_rgb8();
+    let decoded = image::load_from_memory(&bytes)
+        .with_context(|| format!("IMAGE {}: not a readable picture", args.image.display()))?;
+    let image =
+        keepable_rgb(decoded).map_err(|why| anyhow!("IMAGE {}: {why}", args.image.display()))?;
     let known_layout = read_png_text(&bytes)
         .ok()
         .and_then(|text| text.into_iter().find(|(k, _)| k == "layout"))
         .and_then(|(_, json)| Layout::from_json(&json).ok())
         .map(|l| l.fitted_to(image.width(), image.height()));
-    let base = poster_request(&args.prompt, PosterText::Quoted, &args.options)?;
+    let mut base = poster_request(&args.prompt, PosterText::Quoted, &args.options)?;
+    // A TextDiffuser-2 model reads the new lines' layout tokens by itself (`--td2`: always).
+    if base.layout_tokens == LayoutTokens::Never {
+        base.layout_tokens = LayoutTokens::Auto;
+    }
+    // Every check an edit makes before painting (size, OLD found, NEW fits and has glyphs)
+    // runs before the model loads, so a bad edit fails at once and writes nothing.
+    let mut render = RenderOptions::default();
+    if let Some(font) = &args.options.font {
+        render.font = font.clone();
+    }
+    let renderer = Renderer::new(render)?;
+    let plan = plan_edit(&renderer, &image, &replacements, known_layout.as_ref())
+        .map_err(|e| in_flags(e, &args))?;
     let engine = load_engine(&args.options)?;
     let request = EditRequest {
         image,
@@ -103,7 +120,7 @@ pub fn run(args: EditArgs) -> Result<()> {
         base,
     };
     let edited = engine
-        .edit(&request, &|| false)
+        .paint_edit(&request, plan, &|| false)
         .map_err(|e| in_flags(e, &args))?;
     for (r, b) in request.replacements.iter().zip(&edited.boxes) {
         println!(
@@ -132,8 +149,32 @@ pub fn run(args: EditArgs) -> Result<()> {
     let png = encode_png(&edited.image, &text).context("encoding the PNG")?;
     std::fs::write(&args.output, png)
         .with_context(|| format!("writing {}", args.output.display()))?;
+    if let Some(path) = &args.options.certificate {
+        std::fs::write(path, c.to_json())
+            .with_context(|| format!("writing --certificate {}", path.display()))?;
+    }
     println!("{} (seed {})", args.output.display(), edited.seed);
     Ok(())
+}
+
+/// The picture as 8-bit RGB, refused when that would change pixels the edit must keep:
+/// transparency or 16-bit samples would not survive, so every pixel would differ.
+fn keepable_rgb(decoded: DynamicImage) -> Result<image::RgbImage, String> {
+    let color = decoded.color();
+    if color.bytes_per_pixel() / color.channel_count() > 1 {
+        return Err(format!(
+            "{color:?} has 16-bit or float samples, which the edited PNG (8-bit RGB) cannot \
+             keep: save it as 8-bit first"
+        ));
+    }
+    if color.has_alpha() && decoded.to_rgba8().pixels().any(|p| p.0[3] < 255) {
+        return Err(
+            "it has transparent pixels, which the edited PNG (RGB) cannot keep: flatten it \
+             first"
+                .into(),
+        );
+    }
+    Ok(decoded.to_rgb8())
 }
 
 #[cfg(test)]

@@ -157,7 +157,24 @@ impl ModelOptions {
             (self.n != 1, "--n"),
             (self.repair != 0, "--repair"),
             (self.best_of, "--best-of"),
-            (self.td2, "--td2"),
+            (
+                self.verify,
+                "--verify (edit always reads the new text back)",
+            ),
+            (
+                self.width.is_some(),
+                "--width (the result keeps IMAGE's size)",
+            ),
+            (
+                self.height.is_some(),
+                "--height (the result keeps IMAGE's size)",
+            ),
+            (self.save_mask.is_some(), "--save-mask"),
+            (self.save_layout.is_some(), "--save-layout"),
+            (
+                self.glyph_init.is_some(),
+                "--glyph-init (the edit starts from IMAGE)",
+            ),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))

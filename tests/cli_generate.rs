@@ -619,6 +619,28 @@ fn edit_replaces_a_word_and_bad_edits_write_nothing() {
         &edit("a=b", &huge, &nothing),
         "each side must be 64 to 2048",
     );
+    // Transparency would not survive the RGB result: refused, not silently flattened.
+    let clear = dir.join("clear.png");
+    image::RgbaImage::from_pixel(64, 64, image::Rgba([9, 9, 9, 0]))
+        .save(&clear)
+        .unwrap();
+    fails_with(&edit("a=b", &clear, &nothing), "transparent pixels");
+    // A flag edit would ignore is refused by name.
+    fails_with(
+        &run(&[
+            "edit",
+            poster.to_str().unwrap(),
+            "--replace",
+            "today=later",
+            "--model-dir",
+            &model,
+            "--width",
+            "128",
+            "-o",
+            nothing.to_str().unwrap(),
+        ]),
+        "--width (the result keeps IMAGE's size): not used by edit",
+    );
     assert!(!nothing.exists());
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -98,9 +98,10 @@ impl PosterEngine {
         self.paint_edit(request, plan, stop)
     }
 
-    /// Inpaints `region` with `lines` as the glyph layout (on a canvas padded to a multiple of
-    /// 8), copies the region onto the input and reads the new lines back.
-    fn paint_edit(
+    /// Paints an edit [`plan_edit`] planned for `request`'s picture and replacements: inpaints
+    /// the plan's region with its lines as the glyph layout (on a canvas padded to a multiple
+    /// of 8), copies the region onto the input and reads the new lines back.
+    pub fn paint_edit(
         &self,
         request: &EditRequest,
         plan: EditPlan,
