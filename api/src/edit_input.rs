@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::input::{
-    Fields, GenerationInput, Limits, MAX_INIT_IMAGE_CHARS, MIN_SIDE, SIDE_MULTIPLE,
+    Fields, GenerationInput, Limits, MAX_INIT_IMAGE_CHARS, MIN_SIDE, OutputFormat, SIDE_MULTIPLE,
 };
 
 pub const EDIT_FIELDS: &[&str] = &[
@@ -103,6 +103,13 @@ pub fn edit_input(
     rest["width"] = padded(width);
     rest["height"] = padded(height);
     let mut input = GenerationInput::from_json(rest, schedulers, limits)?;
+    if input.output_format != OutputFormat::Png {
+        return Err(ApiError::invalid(
+            "output_format",
+            "an edit keeps every pixel outside the edited boxes exactly, which only png \
+             (lossless) does",
+        ));
+    }
     input.verify = true;
     input.edit = Some(spec);
     Ok(input)
@@ -146,5 +153,11 @@ mod tests {
             split(json!({"image": "x", "replacements": [{"old": "a", "new": "b"}]})).unwrap();
         let e = edit_input(spec, rest, (4000, 64), &[], &Limits::default()).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("image"));
+        let (spec, rest) = split(
+            json!({"image": "x", "replacements": [{"old": "a", "new": "b"}], "output_format": "jpeg"}),
+        )
+        .unwrap();
+        let e = edit_input(spec, rest, (64, 64), &[], &Limits::default()).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("output_format"));
     }
 }

@@ -3,11 +3,14 @@
 //! route checks it when the job is submitted and the worker loads it again when the job runs
 //! (the stored input keeps the reference, not the pixels of a file).
 
+use std::io::Cursor;
+
 use base64::Engine as _;
-use image::RgbImage;
+use image::{DynamicImage, ImageFormat, RgbImage};
 
 use crate::error::ApiError;
 use crate::ids;
+use crate::input::MAX_SIDE;
 use crate::store::{Store, now_ms};
 
 /// Decodes `init_image` for `owner`; the image must be `width`×`height`.
@@ -67,6 +70,16 @@ pub fn decode(
     reference: &str,
     field: &str,
 ) -> Result<RgbImage, ApiError> {
+    Ok(decode_exact(store, owner, reference, field)?.to_rgb8())
+}
+
+/// [`decode`] without the conversion to 8-bit RGB: the picture as the PNG holds it.
+pub fn decode_exact(
+    store: &Store,
+    owner: &str,
+    reference: &str,
+    field: &str,
+) -> Result<DynamicImage, ApiError> {
     let bytes = if reference.starts_with(ids::FILE_PREFIX) {
         file_bytes(store, owner, reference, field)?
     } else {
@@ -85,9 +98,18 @@ pub fn decode(
                 )
             })?
     };
-    Ok(
-        image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
-            .map_err(|e| ApiError::invalid(field, format!("{field} is not a PNG: {e}")))?
-            .to_rgb8(),
-    )
+    let not_png =
+        |e: image::ImageError| ApiError::invalid(field, format!("{field} is not a PNG: {e}"));
+    // The header first: a small file may declare a huge canvas, refused before any pixel
+    // memory is allocated.
+    let (width, height) = image::ImageReader::with_format(Cursor::new(&bytes), ImageFormat::Png)
+        .into_dimensions()
+        .map_err(not_png)?;
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(ApiError::invalid(
+            field,
+            format!("{field} is {width}×{height}; no side may be over {MAX_SIDE}"),
+        ));
+    }
+    image::load_from_memory_with_format(&bytes, ImageFormat::Png).map_err(not_png)
 }

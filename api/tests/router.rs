@@ -1150,6 +1150,15 @@ async fn edits_are_jobs_with_the_picture_replacements_and_a_certificate() {
             .unwrap();
         base64::engine::general_purpose::STANDARD.encode(&png)
     };
+    let png_b64 = |img: image::DynamicImage| {
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    };
+    // Transparency the RGB result could not keep, and a canvas too large to decode.
+    let clear = png_b64(image::RgbaImage::from_pixel(64, 64, image::Rgba([0, 0, 0, 0])).into());
+    let bomb = png_b64(image::GrayImage::new(4096, 8).into());
     let cases = [
         (json!({"image": b64, "replacements": []}), "replacements"),
         (
@@ -1171,6 +1180,26 @@ async fn edits_are_jobs_with_the_picture_replacements_and_a_certificate() {
         (
             json!({"image": b64, "replacements": [{"old": "A", "new": "B"}], "steps": 0}),
             "steps",
+        ),
+        (
+            json!({"image": b64, "replacements": [{"old": "A", "new": "B\u{E000}"}]}),
+            "replacements[0].new",
+        ),
+        (
+            json!({"image": b64, "replacements": [{"old": "  ", "new": "B"}]}),
+            "replacements[0].old",
+        ),
+        (
+            json!({"image": b64, "replacements": [{"old": "A", "new": "B"}], "output_format": "jpeg"}),
+            "output_format",
+        ),
+        (
+            json!({"image": clear, "replacements": [{"old": "A", "new": "B"}]}),
+            "image",
+        ),
+        (
+            json!({"image": bomb, "replacements": [{"old": "A", "new": "B"}]}),
+            "image",
         ),
     ];
     for (body, param) in cases {
