@@ -53,6 +53,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(letterpress_api::serve(settings, loader))?;
+    let edit_check = crate::serve_engine::edit_check(settings.font.clone())?;
+    runtime.block_on(letterpress_api::serve_checked(
+        settings,
+        loader,
+        Some(edit_check),
+    ))?;
     Ok(())
 }

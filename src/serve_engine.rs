@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use image::RgbImage;
 use letterpress_api::{
-    EngineEdit, EngineError, EngineEvent, EngineInfo, EngineJob, EngineLoader, LineCertificate,
-    PosterEngine, StepProgress, StopToken,
+    EditCheck, EditRefusal, EngineEdit, EngineError, EngineEvent, EngineInfo, EngineJob,
+    EngineLoader, LineCertificate, PosterEngine, StepProgress, StopToken,
 };
 use letterpress_diffusion::pipelines::ModelSource;
 use letterpress_diffusion::schedulers::{SchedulerConfig, build_scheduler};
@@ -19,14 +19,54 @@ use letterpress_diffusion::{LoadOptions, SchedulerKind};
 use letterpress_layout::{Layout, TextLine};
 use letterpress_poster::{
     Certificate, EditRequest, PosterError, PosterEvent, PosterInit, PosterRequest, PosterText,
-    RepaintRegion, Replacement,
+    RepaintRegion, Replacement, plan_edit,
 };
-use letterpress_render::{MissingGlyph, RenderOptions};
+use letterpress_render::{MissingGlyph, RenderOptions, Renderer};
 
 pub struct DiffusionEngine {
     poster: letterpress_poster::PosterEngine,
     /// Scheduler names that load with this model's config; the model's own first.
     schedulers: Vec<String>,
+}
+
+/// The service's edit check: the poster crate's `plan_edit` (OCR finds each old text, the
+/// renderer fits the new one) with the service's renderer settings, so `POST /v1/edits`
+/// refuses an edit the worker could not make before a job exists. Failures that are not the
+/// request's (tesseract not starting) pass here and surface in the job.
+pub fn edit_check(font: Option<String>) -> Result<EditCheck> {
+    let renderer = std::sync::Arc::new(Renderer::new(service_render_options(font))?);
+    Ok(std::sync::Arc::new(
+        move |image: &RgbImage, pairs: &[(String, String)]| {
+            let replacements: Vec<Replacement> = pairs
+                .iter()
+                .map(|(old, new)| Replacement {
+                    old: old.clone(),
+                    new: new.clone(),
+                })
+                .collect();
+            match plan_edit(&renderer, image, &replacements, None) {
+                Err(PosterError::Edit { field, message }) => Err(EditRefusal { field, message }),
+                Err(PosterError::Request { field, message }) => Err(EditRefusal {
+                    field: field.to_string(),
+                    message,
+                }),
+                _ => Ok(()),
+            }
+        },
+    ))
+}
+
+/// How the service draws: glyphs no font has are reported as warnings rather than failing
+/// the request, as `/v1/render` does.
+fn service_render_options(font: Option<String>) -> RenderOptions {
+    let mut render = RenderOptions {
+        missing_glyph: MissingGlyph::Skip,
+        ..Default::default()
+    };
+    if let Some(font) = font {
+        render.font = font;
+    }
+    render
 }
 
 /// Checks the device and folder now (a clear error at start-up) and returns the loader.
@@ -40,15 +80,7 @@ pub fn loader(model_dir: PathBuf, device: String, font: Option<String>) -> Resul
         );
     }
     let options = crate::device::load_options(&device, None)?;
-    // Services report glyphs no font has as warnings rather than failing the request, as
-    // `/v1/render` does.
-    let mut render = RenderOptions {
-        missing_glyph: MissingGlyph::Skip,
-        ..Default::default()
-    };
-    if let Some(font) = font {
-        render.font = font;
-    }
+    let render = service_render_options(font);
     Ok(Box::new(move || {
         DiffusionEngine::load(&model_dir, &options, render)
             .map(|e| Box::new(e) as Box<dyn PosterEngine>)

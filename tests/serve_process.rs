@@ -498,7 +498,7 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 /// `POST /v1/edits` through the real poster engine: OCR finds the word on a rendered picture,
-/// only the edited region changes, and a word that is not there fails the job naming it.
+/// only the edited region changes, and a word that is not there is a 400 naming it.
 #[test]
 fn an_edit_job_replaces_a_word_in_place() {
     let data = temp_dir("edit");
@@ -549,12 +549,16 @@ fn an_edit_job_replaces_a_word_in_place() {
             assert_eq!(p, picture.get_pixel(x, y), "({x}, {y}) outside the region");
         }
     }
-    let (_, job) = edit("PARTY");
-    assert_eq!(job["status"], "failed", "{job}");
-    let message = job["error"]["message"].as_str().unwrap();
+    // A word that is not there is refused before a job exists (the server's edit check runs
+    // OCR at the door), naming the replacement and what was read.
+    let (status, error) = edit("PARTY");
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["error"]["param"], "replacements[0].old", "{error}");
+    let message = error["error"]["message"].as_str().unwrap();
     assert!(
-        message.starts_with("replacements[0].old: \"PARTY\""),
+        message.contains("\"PARTY\" is not in the picture"),
         "{message}"
     );
+    assert!(message.contains("SALE"), "{message}");
     server.terminate();
 }

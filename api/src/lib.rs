@@ -51,7 +51,7 @@ pub use engine::{
 pub use error::ApiError;
 pub use routes::app;
 pub use schema::{Certificate, LineCertificate};
-pub use server::{ServeError, serve};
+pub use server::{ServeError, serve, serve_checked};
 pub use settings::{Settings, SettingsError};
-pub use state::{AppState, MAX_ATTEMPTS, ModelState, Shared, StartError};
+pub use state::{AppState, EditCheck, EditRefusal, MAX_ATTEMPTS, ModelState, Shared, StartError};
 pub use worker::spawn as spawn_worker;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::engine::EngineLoader;
 use crate::settings::Settings;
-use crate::state::{Shared, StartError};
+use crate::state::{EditCheck, Shared, StartError};
 use crate::{connections, worker};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +26,21 @@ pub enum ServeError {
 /// Serves until SIGTERM/SIGINT. `loader` builds the diffusion engine on the worker thread;
 /// without one, generations answer 503.
 pub async fn serve(settings: Settings, loader: Option<EngineLoader>) -> Result<(), ServeError> {
+    serve_checked(settings, loader, None).await
+}
+
+/// [`serve`] with an [`EditCheck`]: edits OCR cannot make are refused with a 400 before a job
+/// exists.
+pub async fn serve_checked(
+    settings: Settings,
+    loader: Option<EngineLoader>,
+    edit_check: Option<EditCheck>,
+) -> Result<(), ServeError> {
     let addr = settings.bind;
     let state = Shared::new(settings)?;
+    if let Some(check) = edit_check {
+        let _ = state.edit_check.set(check);
+    }
     let worker = worker::spawn(state.clone(), loader);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -46,7 +46,22 @@ pub struct Shared {
     pub key_hashes: HashSet<String>,
     /// Flips to true on shutdown so long-lived responses (SSE, waits) end.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// The edit check the binary provides (OCR and fitting, which this crate does not link):
+    /// `POST /v1/edits` runs it before a job exists. Unset: those checks wait for the worker.
+    pub edit_check: std::sync::OnceLock<EditCheck>,
 }
+
+/// Why an edit cannot be made: the request field at fault and what is wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EditRefusal {
+    pub field: String,
+    pub message: String,
+}
+
+/// Checks an edit of a picture (`old`, `new` pairs) as the engine will make it, without
+/// painting: `Err` names the field. Runs on a blocking thread.
+pub type EditCheck =
+    Arc<dyn Fn(&image::RgbImage, &[(String, String)]) -> Result<(), EditRefusal> + Send + Sync>;
 
 pub type AppState = Arc<Shared>;
 
@@ -107,6 +122,7 @@ impl Shared {
             limiter,
             key_hashes,
             shutdown: tokio::sync::watch::channel(false).0,
+            edit_check: std::sync::OnceLock::new(),
         });
         crate::job_events::emit_recovered(&state, &recovered);
         Ok(state)

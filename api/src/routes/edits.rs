@@ -20,7 +20,7 @@ use crate::state::{AppState, ModelState};
     path = "/v1/edits",
     operation_id = "createEdit",
     summary = "Edit the text of a picture",
-    description = "Queues a job that replaces each `old` text of the picture (found by OCR) with its `new` text, inpainted in place; every pixel outside the edited boxes stays the picture's. The job is followed, canceled and answered like a generation (`/v1/generations/{id}`): its layout is the new lines, its mask the edited region, `output.certificates[0]` how the new text reads back. An `old` that is not in the picture or a `new` that cannot be drawn fails the job (`unsupported`) with a message naming `replacements[i].old` or `.new`.",
+    description = "Queues a job that replaces each `old` text of the picture (found by OCR) with its `new` text, inpainted in place; every pixel outside the edited boxes stays the picture's. The job is followed, canceled and answered like a generation (`/v1/generations/{id}`): its layout is the new lines, its mask the edited region, `output.certificates[0]` how the new text reads back. An `old` that is not in the picture or a `new` that cannot be drawn is a 400 naming `replacements[i].old` or `.new` (the server checks the edit with OCR before queueing it).",
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
     request_body = EditRequest,
     responses(
@@ -43,6 +43,18 @@ pub async fn create(
     let image = crate::init_image::decode_exact(&state.store, &caller.owner, &spec.image, "image")?;
     check_keepable(&image)?;
     check_drawable(&state.renderer, &spec)?;
+    if let Some(check) = state.edit_check.get().cloned() {
+        let rgb = image.to_rgb8();
+        let pairs: Vec<(String, String)> = spec
+            .replacements
+            .iter()
+            .map(|r| (r.old.clone(), r.new.clone()))
+            .collect();
+        tokio::task::spawn_blocking(move || check(&rgb, &pairs))
+            .await
+            .map_err(|e| ApiError::internal(format!("edit check: {e}")))?
+            .map_err(|r| ApiError::invalid(r.field, r.message))?;
+    }
     let limits = state.settings.limits();
     let input = edit_input(
         spec,
