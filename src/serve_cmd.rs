@@ -13,7 +13,8 @@ pub struct ServeArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Diffusers-layout model folder (unet/, controlnet/, vae/, text_encoder/, tokenizer/,
-    /// scheduler/). Without one, generations answer 503 and planning and rendering still work.
+    /// scheduler/). Default: the embedded demo model (models/README.md), which paints no
+    /// legible letters yet but lets every endpoint and the designer page work.
     #[arg(long)]
     model_dir: Option<PathBuf>,
     /// Address to listen on (`127.0.0.1:0` picks a free port; the first line printed names it).
@@ -41,14 +42,24 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(device) = args.device {
         settings.device = device;
     }
-    let loader = match &settings.model_dir {
-        Some(dir) => Some(crate::serve_engine::loader(
-            dir.clone(),
-            settings.device.clone(),
-            settings.font.clone(),
-        )?),
-        None => None,
+    // Without a model folder the service paints with the embedded demo model, as the CLI
+    // does, so a fresh clone's designer page generates.
+    let (dir, glyph_init) = match &settings.model_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            eprintln!("model: {}", crate::embedded_model::DESCRIPTION);
+            (
+                crate::embedded_model::folder()?,
+                Some(crate::embedded_model::GLYPH_INIT),
+            )
+        }
     };
+    let loader = Some(crate::serve_engine::loader(
+        dir,
+        settings.device.clone(),
+        settings.font.clone(),
+        glyph_init,
+    )?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

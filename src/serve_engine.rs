@@ -70,8 +70,14 @@ fn service_render_options(font: Option<String>) -> RenderOptions {
 }
 
 /// Checks the device and folder now (a clear error at start-up) and returns the loader.
-/// `font` is the service's default font (default: the renderer's).
-pub fn loader(model_dir: PathBuf, device: String, font: Option<String>) -> Result<EngineLoader> {
+/// `font` is the service's default font (default: the renderer's); `glyph_init` the glyph
+/// initialisation strength of requests that leave it unset (the embedded model's).
+pub fn loader(
+    model_dir: PathBuf,
+    device: String,
+    font: Option<String>,
+    glyph_init: Option<f64>,
+) -> Result<EngineLoader> {
     if !model_dir.exists() {
         bail!(
             "--model-dir {}: not found; expected a diffusers folder with unet/, controlnet/, \
@@ -83,7 +89,10 @@ pub fn loader(model_dir: PathBuf, device: String, font: Option<String>) -> Resul
     let render = service_render_options(font);
     Ok(Box::new(move || {
         DiffusionEngine::load(&model_dir, &options, render)
-            .map(|e| Box::new(e) as Box<dyn PosterEngine>)
+            .map(|mut e| {
+                e.poster = e.poster.with_default_glyph_init(glyph_init);
+                Box::new(e) as Box<dyn PosterEngine>
+            })
             .map_err(|e| format!("{e:#}"))
     }))
 }

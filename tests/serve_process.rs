@@ -19,18 +19,16 @@ struct Server {
 
 impl Server {
     fn start(data_dir: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_with(data_dir, env, &["--model-dir", MODEL])
+    }
+
+    fn start_with(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Server {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut child = Command::new(env!("CARGO_BIN_EXE_letterpress"))
             .current_dir(root)
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--model-dir",
-                MODEL,
-                "--data-dir",
-            ])
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(args)
             .env("LETTERPRESS_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
@@ -560,5 +558,35 @@ fn an_edit_job_replaces_a_word_in_place() {
         "{message}"
     );
     assert!(message.contains("SALE"), "{message}");
+    server.terminate();
+}
+
+/// Without `--model-dir` the service paints with the embedded demo model, starting from the
+/// glyphs by default (`glyph_init` 0 switches it off and gives another picture).
+#[test]
+fn without_a_model_folder_the_embedded_model_serves() {
+    let data = temp_dir("embedded");
+    let server = Server::start_with(&data, &[], &[]);
+    let generate = |glyph_init: Option<f64>| {
+        let mut body = json!({"prompt": "a navy poster that says 'OPEN'", "width": 256,
+                              "height": 256, "steps": 2, "seed": 3});
+        if let Some(s) = glyph_init {
+            body["glyph_init"] = json!(s);
+        }
+        let (status, job) = server.post("/v1/generations", body, &[("prefer", "wait=300")]);
+        assert_eq!(
+            (status, &job["status"]),
+            (201, &json!("succeeded")),
+            "{job}"
+        );
+        let url = &job["output"]["images"][0]["url"];
+        server.get(&path_of(url)).1
+    };
+    let (default, off, on) = (generate(None), generate(Some(0.0)), generate(Some(0.6)));
+    assert_eq!(
+        default, on,
+        "the embedded model's default is glyph initialisation at 0.6"
+    );
+    assert_ne!(default, off);
     server.terminate();
 }

@@ -17,7 +17,8 @@ pub struct Settings {
     /// Where the job database and the generated files live. Default `letterpress-data`.
     pub data_dir: PathBuf,
     /// Diffusers-layout model folder (`unet/`, `controlnet/`, `vae/`, `text_encoder/`,
-    /// `tokenizer/`, `scheduler/`). Default: none, and generations answer 503.
+    /// `tokenizer/`, `scheduler/`). Default: none; `letterpress serve` then loads its embedded
+    /// demo model (a server without an engine answers generations 503).
     pub model_dir: Option<PathBuf>,
     /// Device for the model: `cpu`, `cuda`, `cuda:N`. Default `cpu`.
     pub device: String,
