@@ -203,6 +203,10 @@ describe("designer page against letterpress serve", () => {
     const ready = page.locator('[data-testid="ready"]');
     await until("the readiness badge", async () => (await ready.textContent())?.trim());
     assert.match((await ready.textContent()) ?? "", /model:/);
+    // It opens with an example already planned, ready to generate.
+    const boxes = page.locator('[data-testid="box"]');
+    await until("the example's boxes", async () => (await boxes.count()) === 2);
+    assert.match(await page.inputValue('[name="prompt"]'), /'Letterpress' and 'DEMO'/);
   });
 
   it("plans a layout, a dragged box moves the mask", async () => {
@@ -210,9 +214,10 @@ describe("designer page against letterpress serve", () => {
     await page.fill('[name="layoutSeed"]', "7");
     await page.click('[data-action="plan"]');
     const boxes = page.locator('[data-testid="box"]');
-    await until("two planned boxes", async () => (await boxes.count()) === 2);
-    // The planner may break a keyword over sub-lines ("SUMMER\nSALE", shown with ⏎).
-    assert.deepEqual((await boxes.locator(".label").allTextContents()).map((t) => t.replace(" ⏎ ", " ")), ["SUMMER SALE", "JULY 14"]);
+    // The planner may break a keyword over sub-lines ("SUMMER\nSALE", shown with ⏎); the
+    // example's boxes are there until this plan replaces them.
+    const labels = async () => (await boxes.locator(".label").allTextContents()).map((t) => t.replace(" ⏎ ", " "));
+    await until("the two planned boxes", async () => JSON.stringify(await labels()) === JSON.stringify(["SUMMER SALE", "JULY 14"]));
     await until("the first mask", async () => (await renders(page)) >= 1);
     const before = await until("mask ink", async () => {
       const s = await maskStats(page);

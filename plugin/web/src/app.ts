@@ -37,6 +37,9 @@ export interface Designer {
   editor: LayoutEditor;
 }
 
+/** What the web page opens with, planned: a poster the embedded demo model knows the style of. */
+const EXAMPLE_PROMPT = "a navy gradient poster with the words 'Letterpress' and 'DEMO'";
+
 const TEMPLATE = `
 <header class="bar">
   <h1>Letterpress designer</h1>
@@ -292,6 +295,22 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
       editor.setLayout(bareLayout(p));
       editor.select(p.lines.length ? 0 : -1);
     });
+  // The web page opens with an example already planned, so Generate works at once. Its plan
+  // is dropped if the user has changed the prompt or the layout while it was on its way.
+  const planExample = async () => {
+    const prompt = field("prompt") as unknown as HTMLTextAreaElement;
+    if (prompt.value || editor.layout.lines.length) return;
+    prompt.value = EXAMPLE_PROMPT;
+    try {
+      const p = await client.plan({ prompt: EXAMPLE_PROMPT, width: 512, height: 512, seed: 7 });
+      if (prompt.value !== EXAMPLE_PROMPT || editor.layout.lines.length) return;
+      field("layoutSeed").value = String(p.seed);
+      editor.setLayout(bareLayout(p));
+      editor.select(p.lines.length ? 0 : -1);
+    } catch {
+      // No server yet (or it refused): the page works as before, with an empty layout.
+    }
+  };
   button("plan").addEventListener("click", plan(false));
   button("replan").addEventListener("click", plan(true));
 
@@ -657,6 +676,7 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
 
   refreshReady();
   editor.setLayout({ width: 512, height: 512, lines: [] });
+  if (host.kind === "web") void planExample();
 
   return {
     editor,
