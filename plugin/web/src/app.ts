@@ -366,9 +366,12 @@ export function startDesigner(root: HTMLElement, host: Host): Designer {
     field("n").value = String(s.n);
     field("controlScale").value = String(s.controlnet_conditioning_scale);
     field("previewEvery").value = String(s.preview_every);
-    field("width").value = String(layout.width);
-    field("height").value = String(layout.height);
-    editor.setLayout(layout);
+    // An edit's entry has no layout of its own (0×0): the editor keeps the current one.
+    if (layout.width > 0 && layout.height > 0) {
+      field("width").value = String(layout.width);
+      field("height").value = String(layout.height);
+      editor.setLayout(layout);
+    }
   };
 
   const progressBox = $<HTMLElement>(".progress");
