@@ -160,9 +160,10 @@ impl PosterEngine {
                 format!("{} rounds: at most {MAX_REPAIR_ROUNDS}", request.repair),
             ));
         }
-        if request.repair > 0 && request.init.as_ref().is_some_and(|i| i.region.is_some()) {
+        if request.repair > 0 && request.init.as_ref().is_some_and(keeps_some_pixels) {
             // Repair repaints whichever lines read wrong; a repaint region promises that
-            // nothing outside it changes.
+            // nothing outside it changes. (A mask that repaints everything, as an inpainting
+            // UNet painting a whole picture takes, promises nothing.)
             return Err(PosterError::request(
                 "repair",
                 "repair repaints any line that reads wrong, but init.region keeps everything \
@@ -403,6 +404,16 @@ fn rank(images: &mut [PosterImage]) {
             .partial_cmp(&key(a))
             .unwrap_or(std::cmp::Ordering::Equal)
     });
+}
+
+/// Whether `init`'s repaint region keeps part of the picture: a layout line always does, a
+/// mask where any pixel is darker than mid-grey does.
+fn keeps_some_pixels(init: &PosterInit) -> bool {
+    match &init.region {
+        None => false,
+        Some(RepaintRegion::Line(_)) => true,
+        Some(RepaintRegion::Mask(m)) => m.pixels().any(|p| p.0[0] < 128),
+    }
 }
 
 fn check(stop: &dyn Fn() -> bool) -> Result<(), PosterError> {
