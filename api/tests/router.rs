@@ -1020,6 +1020,16 @@ async fn verified_jobs_carry_a_certificate_per_image_and_an_event_each() {
     assert_eq!(certificates.len(), 2);
     assert_eq!(certificates[1]["rounds"], 2);
     assert_eq!(certificates[0]["lines"][0]["text"], "OPEN");
+    // Each image carries its own certificate too.
+    for (i, image) in job["output"]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(image["certificate"], certificates[i], "{image}");
+    }
+    assert!(job["output"]["mask"].get("certificate").is_none());
     let id = job["id"].as_str().unwrap();
     let events = sse_events(
         &get(&state, &format!("/v1/generations/{id}/events"))

@@ -486,6 +486,7 @@ pub(crate) async fn job_view(
         id: id.to_string(),
         url: format!("{base}/v1/files/{id}"),
         b64_json: None,
+        certificate: None,
     };
     let b64 = job.input.get("response_format").and_then(Value::as_str) == Some("b64_json");
     let output = match &job.output {
@@ -493,11 +494,12 @@ pub(crate) async fn job_view(
             let stored: GenerationOutput =
                 serde_json::from_value(stored.clone()).map_err(ApiError::internal)?;
             let mut images = Vec::with_capacity(stored.images.len());
-            for id in &stored.images {
+            for (i, id) in stored.images.iter().enumerate() {
                 let mut entry = file(id);
                 if b64 {
                     entry.b64_json = Some(read_file_b64(state, id).await);
                 }
+                entry.certificate = stored.certificates.as_ref().and_then(|c| c.get(i).cloned());
                 images.push(entry);
             }
             Some(GenerationFiles {

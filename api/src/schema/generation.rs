@@ -78,6 +78,11 @@ pub struct FileRef {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub b64_json: Option<Option<String>>,
+    /// An image of a job with `verify` or `repair`: how its lines read back (the same as its
+    /// entry in `certificates`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub certificate: Option<Certificate>,
 }
 
 /// A succeeded job's files.
