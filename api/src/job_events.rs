@@ -58,10 +58,10 @@ pub fn terminal_event(job: &Job) -> Option<(&'static str, Value)> {
 /// status it ended in may differ from the worker's outcome: a requested cancel wins).
 pub fn emit_end(state: &AppState, job_id: &str) {
     match state.store.job(job_id) {
+        // Only if missing: a stream that saw the ended record first may have written it
+        // already, and a job has one terminal event.
         Ok(Some(job)) => {
-            if let Some((kind, data)) = terminal_event(&job) {
-                emit(state, job_id, kind, data, None);
-            }
+            add_missing_end(state, &job);
         }
         Ok(None) => tracing::error!(job = job_id, "an ended job vanished"),
         Err(e) => tracing::error!(job = job_id, error = %e, "reading an ended job"),
@@ -200,5 +200,15 @@ mod tests {
         // Stored now: a second listener replays it; one resuming after it gets nothing more.
         assert_eq!(stream_kinds(&state, id).await, ["queued", "failed"]);
         assert!(stream_kinds_after(&state, id, 2).await.is_empty());
+        // The worker's end, coming after a stream wrote the event, adds no second one.
+        emit_end(&state, id);
+        let kinds: Vec<String> = state
+            .store
+            .events_after(id, 0)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["queued", "failed"]);
     }
 }

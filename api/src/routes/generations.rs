@@ -418,9 +418,14 @@ async fn stream_events(
         // Every stored event is sent and none ended the stream: if the job has ended all the
         // same, its terminal event is written now and the replay above sends it.
         match state.store.job(&id) {
-            // Written now: the replay sends it. Otherwise the client resumed past it.
+            // Written now, or stored by the worker between the replay's read and this one:
+            // the replay sends it. Otherwise the client resumed past it.
             Ok(Some(job)) if job.status.is_terminal() => {
-                if add_missing_end(&state, &job) {
+                let stored_since = state
+                    .store
+                    .events_after(&id, after)
+                    .is_ok_and(|events| !events.is_empty());
+                if add_missing_end(&state, &job) || stored_since {
                     continue;
                 }
                 return;
