@@ -3,30 +3,15 @@
 //! runs exactly the rounds asked for, and pixels outside the lines' boxes stay the first
 //! image's.
 
-use std::path::PathBuf;
+mod common;
 
-use letterpress_diffusion::LoadOptions;
-use letterpress_diffusion::pipelines::ModelSource;
 use letterpress_layout::{BBox, Layout, TextLine};
 use letterpress_poster::{
-    PosterEngine, PosterError, PosterEvent, PosterInit, PosterRequest, PosterText, RepaintRegion,
-    read_box, repair_seed,
+    PosterError, PosterEvent, PosterInit, PosterRequest, PosterText, RepaintRegion, read_box,
+    repair_seed,
 };
-use letterpress_render::RenderOptions;
 
-fn engine_of(kind: &str) -> PosterEngine {
-    let source = ModelSource {
-        model: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../diffusion/tests/fixtures/pipeline")
-            .join(kind),
-        ..Default::default()
-    };
-    PosterEngine::load(&source, &LoadOptions::default(), RenderOptions::default()).unwrap()
-}
-
-fn engine() -> PosterEngine {
-    engine_of("sd1-controlnet")
-}
+use common::{engine, engine_of};
 
 fn request(layout: &Layout) -> PosterRequest {
     let mut r = PosterRequest::new("a poster");

@@ -2,28 +2,14 @@
 //! the edited region changes (other text and every pixel outside are the input's exactly),
 //! and bad input is refused naming the field.
 
-use std::path::PathBuf;
+mod common;
 
 use image::RgbImage;
-use letterpress_diffusion::LoadOptions;
-use letterpress_diffusion::pipelines::ModelSource;
 use letterpress_layout::{BBox, Layout, TextLine};
-use letterpress_poster::{EditRequest, PosterEngine, PosterError, PosterRequest, Replacement};
-use letterpress_render::{RenderOptions, Renderer};
+use letterpress_poster::{EditRequest, PosterError, PosterRequest, Replacement};
+use letterpress_render::Renderer;
 
-fn engine() -> PosterEngine {
-    engine_of("sd1-controlnet")
-}
-
-fn engine_of(kind: &str) -> PosterEngine {
-    let source = ModelSource {
-        model: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../diffusion/tests/fixtures/pipeline")
-            .join(kind),
-        ..Default::default()
-    };
-    PosterEngine::load(&source, &LoadOptions::default(), RenderOptions::default()).unwrap()
-}
+use common::{engine, engine_of};
 
 /// Black text on white, odd-sized (not a multiple of 8) to exercise the padding.
 fn picture() -> RgbImage {
