@@ -128,6 +128,15 @@ impl Shared {
         Ok(state)
     }
 
+    /// The loaded model's scheduler names (its own first); none while no model is ready, when
+    /// request parsing accepts any name and the 503 comes later.
+    pub fn schedulers(&self) -> Vec<String> {
+        match self.model_state() {
+            ModelState::Ready(info) => info.schedulers,
+            _ => Vec::new(),
+        }
+    }
+
     pub fn model_state(&self) -> ModelState {
         self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
     }

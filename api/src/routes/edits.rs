@@ -13,7 +13,7 @@ use crate::auth::Caller;
 use crate::edit_input::{EditSpec, edit_input, split};
 use crate::error::ApiError;
 use crate::schema::{EditRequest, Generation};
-use crate::state::{AppState, ModelState};
+use crate::state::AppState;
 
 #[utoipa::path(
     post,
@@ -35,35 +35,31 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let schedulers = match state.model_state() {
-        ModelState::Ready(info) => info.schedulers,
-        _ => Vec::new(),
-    };
     let (spec, rest) = split(body.clone())?;
     let image = crate::init_image::decode_exact(&state.store, &caller.owner, &spec.image, "image")?;
     check_keepable(&image)?;
     check_drawable(&state.renderer, &spec)?;
+    let pairs: Vec<(String, String)> = spec
+        .replacements
+        .iter()
+        .map(|r| (r.old.clone(), r.new.clone()))
+        .collect();
+    let input = edit_input(
+        spec,
+        rest,
+        (image.width(), image.height()),
+        &state.schedulers(),
+        &state.settings.limits(),
+    )?;
+    require_model(&state)?;
+    // Last, once everything cheap has passed: the edit as the engine will plan it (OCR).
     if let Some(check) = state.edit_check.get().cloned() {
         let rgb = image.to_rgb8();
-        let pairs: Vec<(String, String)> = spec
-            .replacements
-            .iter()
-            .map(|r| (r.old.clone(), r.new.clone()))
-            .collect();
         tokio::task::spawn_blocking(move || check(&rgb, &pairs))
             .await
             .map_err(|e| ApiError::internal(format!("edit check: {e}")))?
             .map_err(|r| ApiError::invalid(r.field, r.message))?;
     }
-    let limits = state.settings.limits();
-    let input = edit_input(
-        spec,
-        rest,
-        (image.width(), image.height()),
-        &schedulers,
-        &limits,
-    )?;
-    require_model(&state)?;
     answer_submitted(&state, &caller, &headers, &input, key.as_deref(), &body).await
 }
 

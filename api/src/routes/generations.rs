@@ -193,10 +193,7 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let schedulers = match state.model_state() {
-        ModelState::Ready(info) => info.schedulers,
-        _ => Vec::new(),
-    };
+    let schedulers = state.schedulers();
     let input = GenerationInput::from_json(body.clone(), &schedulers, &state.settings.limits())?;
     if let Some(reference) = &input.init_image {
         crate::init_image::load(

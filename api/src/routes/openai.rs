@@ -17,7 +17,7 @@ use crate::input::{
 };
 use crate::job_error::JobErrorCode;
 use crate::schema::{OpenAIImage, OpenAIImageRequest, OpenAIImages};
-use crate::state::{AppState, ModelState};
+use crate::state::AppState;
 use crate::store::{CancelRequest, Job, Status};
 
 pub const OPENAI_FIELDS: &[&str] = &[
@@ -50,10 +50,7 @@ pub async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let schedulers = match state.model_state() {
-        ModelState::Ready(info) => info.schedulers,
-        _ => Vec::new(),
-    };
+    let schedulers = state.schedulers();
     let (input, b64) = translate(body.clone(), &schedulers, &state.settings.limits())?;
     crate::admission::check_generation(&state, &input).await?;
     require_model(&state)?;
