@@ -18,9 +18,10 @@ demo: setup
 	@bash -c "time target/release/letterpress poster \"a navy gradient poster with the words 'Letterpress' and 'DEMO'\" \
 		--seed 7 -o out/poster.png --save-mask out/poster-mask.png"
 
-# The tests also need the real small LLM (llama-cpp-python; built once per machine).
+# The tests also need the real small LLM (llama-cpp-python; built once per machine) and
+# nats-server for the scale-out tests.
 test: setup
-	@scripts/setup --llm
+	@scripts/setup --llm --nats
 	$(CARGO) test --workspace
 
 lint:
