@@ -22,6 +22,7 @@ mod render_cmd;
 mod serve_cmd;
 mod serve_engine;
 mod train_cmd;
+mod worker_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -64,6 +65,9 @@ enum Command {
     Train(train_cmd::TrainCommand),
     /// Serve the HTTP poster-generation API.
     Serve(serve_cmd::ServeArgs),
+    /// Take poster jobs from a NATS JetStream queue and run them (a scaled-out service's
+    /// worker; `serve --queue` runs its API nodes).
+    Worker(worker_cmd::WorkerArgs),
 }
 
 /// Commands that run tesseract in bulk, one engine per worker: its OpenMP threads would fight
@@ -86,7 +90,7 @@ fn mixes_ocr_and_torch(command: &Command) -> bool {
         Command::Generate(args) => args.verifies(),
         Command::Poster(args) => args.verifies(),
         // The service's jobs may ask for `verify` or `repair`.
-        Command::Edit(_) | Command::Serve(_) => true,
+        Command::Edit(_) | Command::Serve(_) | Command::Worker(_) => true,
         _ => false,
     }
 }
@@ -129,7 +133,7 @@ fn main() {
         );
     }
     // The service logs each request (with its request id) by default; the CLI only warnings.
-    let default_log = if matches!(cli.command, Command::Serve(_)) {
+    let default_log = if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
         "info"
     } else {
         "warn"
@@ -155,6 +159,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Dataset(cmd) => dataset_cmd::run(cmd),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Serve(args) => serve_cmd::run(args),
+        Command::Worker(args) => worker_cmd::run(args),
         Command::Generate(args) => generate_cmd::run_generate(args),
         Command::Poster(args) => generate_cmd::run_poster(args),
         Command::Edit(args) => edit_cmd::run(args),

@@ -1,11 +1,13 @@
-//! `letterpress serve`: the HTTP poster-generation API (letterpress-api).
+//! `letterpress serve`: the HTTP poster-generation API (letterpress-api), one process with
+//! its model, or with `--queue nats://…` an API node of a scaled-out service whose workers
+//! (`letterpress worker`, src/worker_cmd.rs) run elsewhere (docs/scaling-out.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use letterpress_api::Settings;
+use letterpress_api::{EngineLoader, Settings};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -26,6 +28,13 @@ pub struct ServeArgs {
     /// Device for the model: cpu, cuda, cuda:N.
     #[arg(long)]
     device: Option<String>,
+    /// NATS JetStream server (nats://host:port): serve as an API node that loads no model and
+    /// queues jobs there for `letterpress worker` processes.
+    #[arg(long, value_name = "URL")]
+    queue: Option<String>,
+    /// With --queue: the model name jobs are queued for (default: the one workers registered).
+    #[arg(long, value_name = "NAME", requires = "queue")]
+    queue_model: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -42,24 +51,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(device) = args.device {
         settings.device = device;
     }
-    // Without a model folder the service paints with the embedded demo model, as the CLI
-    // does, so a fresh clone's designer page generates.
-    let (dir, glyph_init) = match &settings.model_dir {
-        Some(dir) => (dir.clone(), None),
-        None => {
-            eprintln!("model: {}", crate::embedded_model::DESCRIPTION);
-            (
-                crate::embedded_model::folder()?,
-                Some(crate::embedded_model::GLYPH_INIT),
-            )
-        }
+    if let Some(url) = args.queue {
+        settings.queue_url = Some(url);
+    }
+    if let Some(model) = args.queue_model {
+        settings.queue_model = Some(model);
+    }
+    // An API node's jobs run on workers; it loads no model.
+    let loader = match settings.queue_url {
+        Some(_) => None,
+        None => Some(engine_loader(&settings)?),
     };
-    let loader = Some(crate::serve_engine::loader(
-        dir,
-        settings.device.clone(),
-        settings.font.clone(),
-        glyph_init,
-    )?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -71,4 +73,25 @@ pub fn run(args: ServeArgs) -> Result<()> {
         Some(edit_check),
     ))?;
     Ok(())
+}
+
+/// The engine of `model_dir`, or without one the embedded demo model (as the CLI paints
+/// with), so a fresh clone's service generates.
+pub fn engine_loader(settings: &Settings) -> Result<EngineLoader> {
+    let (dir, glyph_init) = match &settings.model_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            eprintln!("model: {}", crate::embedded_model::DESCRIPTION);
+            (
+                crate::embedded_model::folder()?,
+                Some(crate::embedded_model::GLYPH_INIT),
+            )
+        }
+    };
+    crate::serve_engine::loader(
+        dir,
+        settings.device.clone(),
+        settings.font.clone(),
+        glyph_init,
+    )
 }

@@ -59,7 +59,10 @@ fn file_bytes(store: &Store, owner: &str, id: &str, field: &str) -> Result<Vec<u
             ),
         ));
     }
-    std::fs::read(store.files_dir().join(&record.name)).map_err(|_| unknown())
+    match store.read_file(&record) {
+        Ok(Some(bytes)) => Ok(bytes),
+        _ => Err(unknown()),
+    }
 }
 
 /// Decodes a picture the request names in `field`: a file id of the caller's own PNG result

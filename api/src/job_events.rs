@@ -38,7 +38,12 @@ fn publish(state: &AppState, job_id: &str, seq: i64, kind: &str, data: Value) {
         kind: kind.to_string(),
         data,
     };
-    state.hub.publish(job_id, event);
+    // A scaled-out service sends it through NATS, and every node's subscription (this one's
+    // too) hands it to that node's hub.
+    match state.store.nats() {
+        Some(nats) => nats.publish_live(job_id, event.seq, &event.kind, &event.data),
+        None => state.hub.publish(job_id, event),
+    }
 }
 
 /// The terminal event of an ended job, from its record; `None` while it has not ended.

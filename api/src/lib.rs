@@ -33,6 +33,7 @@ mod job_error;
 mod job_events;
 mod metrics;
 mod openapi;
+mod queue;
 mod rate_limit;
 mod routes;
 mod schema;
@@ -49,9 +50,10 @@ pub use engine::{
     PosterEngine, StepProgress, StopReason, StopToken,
 };
 pub use error::ApiError;
+pub use queue::EMBEDDED_MODEL;
 pub use routes::app;
 pub use schema::{Certificate, LineCertificate};
-pub use server::{ServeError, serve, serve_checked};
+pub use server::{ServeError, serve, serve_checked, work};
 pub use settings::{Settings, SettingsError};
 pub use state::{AppState, EditCheck, EditRefusal, MAX_ATTEMPTS, ModelState, Shared, StartError};
 pub use worker::spawn as spawn_worker;

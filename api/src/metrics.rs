@@ -114,3 +114,35 @@ mod tests {
         assert!(text.contains("letterpress_jobs{status=\"queued\"} 2\n"));
     }
 }
+
+/// A scaled-out service's per-model queue gauges.
+pub fn render_queues(queues: &[crate::schema::ModelQueue]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP letterpress_model_queue_depth Jobs in the queue per model (waiting or running)."
+    );
+    let _ = writeln!(out, "# TYPE letterpress_model_queue_depth gauge");
+    for q in queues {
+        let model = q.model.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(
+            out,
+            "letterpress_model_queue_depth{{model=\"{model}\"}} {}",
+            q.jobs
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP letterpress_model_workers Live workers per model."
+    );
+    let _ = writeln!(out, "# TYPE letterpress_model_workers gauge");
+    for q in queues {
+        let model = q.model.replace('\\', "\\\\").replace('"', "\\\"");
+        let _ = writeln!(
+            out,
+            "letterpress_model_workers{{model=\"{model}\"}} {}",
+            q.workers
+        );
+    }
+    out
+}

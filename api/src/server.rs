@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::engine::EngineLoader;
 use crate::settings::Settings;
-use crate::state::{EditCheck, Shared, StartError};
+use crate::state::{AppState, EditCheck, Shared, StartError};
 use crate::{connections, worker};
 
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,8 @@ pub enum ServeError {
     },
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the model did not load: {0}")]
+    Model(String),
 }
 
 /// Serves until SIGTERM/SIGINT. `loader` builds the diffusion engine on the worker thread;
@@ -41,7 +43,14 @@ pub async fn serve_checked(
     if let Some(check) = edit_check {
         let _ = state.edit_check.set(check);
     }
-    let worker = worker::spawn(state.clone(), loader);
+    // A scaled-out API node holds no model: workers elsewhere take its jobs from the queue.
+    let worker = match state.store.nats() {
+        None => Some(worker::spawn(state.clone(), loader)),
+        Some(_) => {
+            tokio::spawn(crate::queue::watch_models(state.clone()));
+            None
+        }
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
@@ -55,19 +64,49 @@ pub async fn serve_checked(
     let shutdown = async move {
         wait_for_signal().await;
         tracing::info!("shutting down: no new requests; the running job gets the grace period");
-        signal_state.draining.store(true, Ordering::Relaxed);
-        let _ = signal_state.shutdown.send(true);
-        let grace = Duration::from_secs(signal_state.settings.shutdown_grace_secs);
-        let interrupt = signal_state.interrupt.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(grace);
-            interrupt.store(true, Ordering::Relaxed);
-        });
+        drain(&signal_state);
     };
     connections::serve_with(listener, state.clone(), shutdown).await;
     sweeper.abort();
     state.wake_worker();
-    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    if let Some(worker) = worker {
+        let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// After SIGTERM: take no new job, end long-lived responses, and give the running job the
+/// grace period before it is stopped and handed back.
+fn drain(state: &AppState) {
+    state.draining.store(true, Ordering::Relaxed);
+    let _ = state.shutdown.send(true);
+    let grace = Duration::from_secs(state.settings.shutdown_grace_secs);
+    let interrupt = state.interrupt.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(grace);
+        interrupt.store(true, Ordering::Relaxed);
+    });
+}
+
+/// A worker of a scaled-out service (`queue_url`): loads the model, pulls its jobs from NATS
+/// and runs them until SIGTERM, when it finishes the running job within the grace period or
+/// hands it back, and takes no new one.
+pub async fn work(settings: Settings, loader: EngineLoader) -> Result<(), ServeError> {
+    let state = Shared::new(settings)?;
+    let worker = worker::spawn(state.clone(), Some(loader));
+    let mut done = tokio::task::spawn_blocking(move || worker.join());
+    tokio::select! {
+        _ = wait_for_signal() => {
+            tracing::info!("shutting down: no new jobs; the running job gets the grace period");
+            drain(&state);
+            let _ = done.await;
+        }
+        _ = &mut done => {}
+    }
+    if let crate::state::ModelState::Failed(message) = state.model_state() {
+        return Err(ServeError::Model(message));
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -85,6 +85,18 @@ pub struct Settings {
     /// Client connections open at once; one more is answered 503 at once and closed
     /// (1–100000). Event streams hold a connection each. Default 256.
     pub max_connections: usize,
+    /// NATS JetStream server (`nats://host:port`) that jobs, events and files go through,
+    /// shared by any number of API nodes (`letterpress serve`, no model) and workers
+    /// (`letterpress worker`); docs/scaling-out.md. Default: none, one process does it all.
+    pub queue_url: Option<String>,
+    /// With `queue_url`: the model name jobs are queued for (an API node), or served under (a
+    /// worker). Default: an API node queues for the one model workers registered
+    /// (`embedded` while none has); a worker serves under its model's folder name, or
+    /// `embedded`.
+    pub queue_model: Option<String>,
+    /// With `queue_url`: a job whose worker has not reported progress for this long goes to
+    /// another worker (1–3600). Default 30 s.
+    pub queue_ack_wait_secs: u64,
 }
 
 /// The default job budget on a CPU: one 512×512 image at 30 steps (minutes on a few cores).
@@ -122,6 +134,9 @@ impl Default for Settings {
             header_timeout_secs: 10,
             body_timeout_secs: 30,
             max_connections: 256,
+            queue_url: None,
+            queue_model: None,
+            queue_ack_wait_secs: 30,
         }
     }
 }
@@ -155,6 +170,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("header_timeout_secs", Kind::Integer),
     ("body_timeout_secs", Kind::Integer),
     ("max_connections", Kind::Integer),
+    ("queue_url", Kind::Text),
+    ("queue_model", Kind::Text),
+    ("queue_ack_wait_secs", Kind::Integer),
 ];
 
 #[derive(Clone, Copy)]
@@ -294,6 +312,23 @@ impl Settings {
         }
         if !(1..=100_000).contains(&self.max_connections) {
             return Err("max_connections must be 1 to 100000".into());
+        }
+        if !(1..=3600).contains(&self.queue_ack_wait_secs) {
+            return Err("queue_ack_wait_secs must be 1 to 3600".into());
+        }
+        if let Some(url) = &self.queue_url
+            && !(url.starts_with("nats://") || url.starts_with("tls://"))
+        {
+            return Err(format!(
+                "queue_url: {url:?} is not a NATS URL (nats://host:port)"
+            ));
+        }
+        if self
+            .queue_model
+            .as_deref()
+            .is_some_and(|m| m.trim().is_empty())
+        {
+            return Err("queue_model must not be empty".into());
         }
         self.llm_constrain
             .parse::<letterpress_layout::Constraint>()

@@ -20,6 +20,9 @@ pub enum ModelState {
     /// No model configured: generations answer 503 with how to give one.
     Absent,
     Loading,
+    /// A scaled-out API node with no `queue_model` before any worker registered a model:
+    /// it cannot tell which model's queue a job belongs in yet.
+    AwaitingWorker,
     Ready(EngineInfo),
     /// Loading failed; the reason is logged, the message says where to look.
     Failed(String),
@@ -76,7 +79,7 @@ pub enum StartError {
 impl Shared {
     /// Opens the store (recovering jobs a crash interrupted) and the renderer.
     pub fn new(settings: Settings) -> Result<AppState, StartError> {
-        let store = Store::open(&settings.data_dir)?;
+        let store = open_store(&settings)?;
         let recovered = store.recover_interrupted(MAX_ATTEMPTS)?;
         let interrupted =
             recovered.requeued.len() + recovered.failed.len() + recovered.canceled.len();
@@ -125,6 +128,9 @@ impl Shared {
             edit_check: std::sync::OnceLock::new(),
         });
         crate::job_events::emit_recovered(&state, &recovered);
+        if let Some(nats) = state.store.nats() {
+            crate::queue::forward_to(&state, nats);
+        }
         Ok(state)
     }
 
@@ -154,6 +160,21 @@ impl Shared {
     pub fn is_shutting_down(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
+}
+
+/// SQLite in `data_dir`, or the JetStream resources at `queue_url`.
+fn open_store(settings: &Settings) -> Result<Store, StoreError> {
+    let Some(url) = &settings.queue_url else {
+        return Store::open(&settings.data_dir);
+    };
+    let options = crate::store::nats::NatsOptions {
+        url: url.clone(),
+        client_name: format!("letterpress {}", std::process::id()),
+        file_ttl: std::time::Duration::from_secs(settings.file_ttl_secs),
+        ack_wait: std::time::Duration::from_secs(settings.queue_ack_wait_secs),
+        max_deliveries: MAX_ATTEMPTS,
+    };
+    crate::store::nats::NatsStore::connect(options).map(Store::Nats)
 }
 
 /// A job is started at most this often: a crash during its first run requeues it, a crash

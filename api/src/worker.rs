@@ -49,12 +49,19 @@ fn run(state: AppState, loader: Option<EngineLoader>, wake: Receiver<()>) {
             Ok(e) => {
                 let info = e.info();
                 tracing::info!(model = %info.model, seconds = started.elapsed().as_secs_f32(), "model loaded");
+                if !serve_queue(&state, &info) {
+                    return;
+                }
                 state.set_model_state(ModelState::Ready(info));
                 engine = Some(e);
             }
             Err(message) => {
                 tracing::error!(%message, "loading the model failed");
                 state.set_model_state(ModelState::Failed(message));
+                // A scaled-out worker without its model has nothing to take: it exits.
+                if state.store.nats().is_some() {
+                    return;
+                }
             }
         }
     }
@@ -64,6 +71,8 @@ fn run(state: AppState, loader: Option<EngineLoader>, wake: Receiver<()>) {
         }
         match state.store.claim_next() {
             Ok(Some(job)) => run_job(&state, engine.as_deref_mut(), job),
+            // JetStream's pull waited for a job already.
+            Ok(None) if state.store.claim_waits() => {}
             Ok(None) => match wake.recv_timeout(Duration::from_millis(500)) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -75,6 +84,37 @@ fn run(state: AppState, loader: Option<EngineLoader>, wake: Receiver<()>) {
         }
     }
     tracing::info!("worker stopped");
+}
+
+/// A scaled-out worker registers its model and opens that model's queue (retrying while NATS
+/// is away); false when it is shutting down first. The single-process store has nothing to do.
+fn serve_queue(state: &AppState, info: &crate::engine::EngineInfo) -> bool {
+    let Some(nats) = state.store.nats() else {
+        return true;
+    };
+    let model = crate::store::nats::ModelInfo {
+        model: state
+            .settings
+            .queue_model
+            .clone()
+            .unwrap_or_else(|| info.model.clone()),
+        schedulers: info.schedulers.clone(),
+        workers: 0,
+    };
+    let worker_id = ids::new_id("worker_");
+    loop {
+        match nats.serve_model(&model, &worker_id) {
+            Ok(()) => {
+                tracing::info!(model = %model.model, "taking jobs");
+                return true;
+            }
+            Err(e) => tracing::error!(error = %e, "opening the model's queue; retrying"),
+        }
+        if state.is_shutting_down() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
 }
 
 /// How a job ended, before it is recorded.
@@ -286,7 +326,11 @@ fn engine_job(state: &AppState, job: &Job, input: &GenerationInput) -> Result<En
         seed: input.seed,
         steps: input.steps,
         guidance_scale: input.guidance_scale as f32,
-        scheduler: input.scheduler.clone(),
+        // "default": the API node that queued it knew no scheduler of this model yet.
+        scheduler: match (input.scheduler.as_str(), state.schedulers().first()) {
+            ("default", Some(own)) => own.clone(),
+            _ => input.scheduler.clone(),
+        },
         controlnet_conditioning_scale: input.controlnet_conditioning_scale as f32,
         preview_every: input.preview_every,
         init,

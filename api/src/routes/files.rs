@@ -51,10 +51,10 @@ pub async fn get(
     if record.expires_ms <= now_ms() {
         return Err(gone());
     }
-    let bytes = match tokio::fs::read(state.store.files_dir().join(&record.name)).await {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
-        Err(e) => return Err(ApiError::internal(e)),
+    let bytes = match state.store.read_file(&record) {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(gone()),
+        Err(e) => return Err(e.into()),
     };
     Ok((
         [

@@ -50,6 +50,12 @@ pub(crate) fn require_model(state: &AppState) -> Result<Vec<String>, ApiError> {
              naming a diffusers-layout folder with unet/, controlnet/, vae/, text_encoder/, \
              tokenizer/ and scheduler/",
         )),
+        ModelState::AwaitingWorker => Err(unavailable(
+            "no_worker",
+            "no worker has registered a model with this service's queue yet, so the model to \
+             queue for is unknown; start `letterpress worker`, or give this node queue_model",
+        )
+        .with_retry_after(5)),
         ModelState::Loading => Err(unavailable(
             "model_loading",
             "the model is still loading; retry shortly",
@@ -99,11 +105,16 @@ pub(crate) fn submit(
     key: Option<&str>,
     raw: &Value,
 ) -> Result<(Job, bool), ApiError> {
-    let job = Job::queued(
+    let mut job = Job::queued(
         ids::new_id(ids::JOB_PREFIX),
         caller.owner.clone(),
         serde_json::to_value(input).map_err(ApiError::internal)?,
     );
+    // A scaled-out node queues for the model it validated against (require_model).
+    job.model = state.store.nats().and(match state.model_state() {
+        ModelState::Ready(info) => Some(info.model),
+        _ => None,
+    });
     let hash = crate::auth::sha256_hex(&raw.to_string());
     match state.store.insert_job(
         &job,
@@ -111,7 +122,10 @@ pub(crate) fn submit(
         state.settings.queue_capacity,
     )? {
         Insert::Created => {
-            emit(state, &job.id, "queued", json!({}), None);
+            // JetStream's insert wrote `queued` itself, before a worker could take the job.
+            if state.store.nats().is_none() {
+                emit(state, &job.id, "queued", json!({}), None);
+            }
             state.wake_worker();
             Ok((job, true))
         }
@@ -544,9 +558,7 @@ pub(crate) async fn job_view(
 /// A stored file as base64, or None when it has expired.
 pub(crate) async fn read_file_b64(state: &AppState, id: &str) -> Option<String> {
     let record = state.store.file(id).ok()??;
-    let bytes = tokio::fs::read(state.store.files_dir().join(&record.name))
-        .await
-        .ok()?;
+    let bytes = state.store.read_file(&record).ok()??;
     Some(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
 

@@ -16,6 +16,6 @@ pub use requests::{
     EditRequest, GenerationRequest, Keywords, LayoutRequest, OpenAIImageRequest, RenderRequest,
 };
 pub use responses::{
-    Binary, GenerationAvailability, Health, OpenAIImage, OpenAIImages, PlanResponse, Readiness,
-    Rendering, ServiceIndex,
+    Binary, GenerationAvailability, Health, ModelQueue, OpenAIImage, OpenAIImages, PlanResponse,
+    Readiness, Rendering, ServiceIndex,
 };

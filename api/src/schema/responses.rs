@@ -144,6 +144,19 @@ pub struct Readiness {
     #[schema(value_type = String)]
     pub status: &'static str,
     pub generation: GenerationAvailability,
+    /// A scaled-out service (`queue_url`) only: jobs in the queue and live workers, per model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<Vec<ModelQueue>>,
+}
+
+/// One model's queue in a scaled-out service.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelQueue {
+    pub model: String,
+    /// Jobs waiting, or held by a worker and not yet finished.
+    pub jobs: u64,
+    /// Workers holding the model now.
+    pub workers: usize,
 }
 
 /// `GET /` without the designer page: where the documentation is.

@@ -1,0 +1,310 @@
+//! A scaled-out service as real processes (docs/scaling-out.md): a `nats-server -js` the
+//! test starts, API nodes (`serve --queue`) and workers (`worker --queue`) with the tiny
+//! fixture ControlNet pipeline. Jobs survive a worker killed while it denoises and a NATS
+//! server killed and restarted; any node streams any job's events.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::nats::NatsServer;
+use serde_json::{Value, json};
+
+const MODEL: &str = "diffusion/tests/fixtures/pipeline/sd1-controlnet";
+/// Short, so that a killed worker's job goes to another within the test's patience.
+const ACK_WAIT_SECS: &str = "3";
+
+struct Process {
+    child: Child,
+    /// `http://…` for an API node.
+    base: String,
+}
+
+impl Process {
+    fn api_node(nats: &NatsServer) -> Process {
+        let mut child = letterpress(&["serve", "--bind", "127.0.0.1:0", "--queue", &nats.url()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting an API node");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Process { child, base }
+    }
+
+    fn worker(nats: &NatsServer) -> Process {
+        let child = letterpress(&["worker", "--queue", &nats.url(), "--model-dir", MODEL])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting a worker");
+        Process {
+            child,
+            base: String::new(),
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let mut res = agent().get(format!("{}{path}", self.base)).call().unwrap();
+        let mut body = Vec::new();
+        res.body_mut().as_reader().read_to_end(&mut body).unwrap();
+        (res.status().as_u16(), body)
+    }
+
+    fn get_json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let mut res = agent()
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        let text = res.body_mut().read_to_string().unwrap();
+        (res.status().as_u16(), serde_json::from_str(&text).unwrap())
+    }
+
+    /// Server-sent events of a job until the stream ends: (id, event, data).
+    fn events(&self, id: &str) -> Vec<(i64, String, Value)> {
+        let res = agent()
+            .get(format!("{}/v1/generations/{id}/events", self.base))
+            .call()
+            .unwrap();
+        let (mut events, mut seq, mut kind) = (Vec::new(), 0, String::new());
+        for line in BufReader::new(res.into_body().into_reader()).lines() {
+            let line = line.unwrap();
+            if let Some(s) = line.strip_prefix("id:") {
+                seq = s.trim().parse().unwrap();
+            } else if let Some(k) = line.strip_prefix("event:") {
+                kind = k.trim().to_string();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                events.push((seq, kind.clone(), serde_json::from_str(d.trim()).unwrap()));
+            }
+        }
+        events
+    }
+
+    /// Waits until the node sees `workers` live workers and knows their model.
+    fn wait_for_workers(&self, workers: u64) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            // 503 until a worker registered the model.
+            let ready: Value = serde_json::from_slice(&self.get("/readyz").1).unwrap();
+            let live: u64 = ready["queue"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|q| q["workers"].as_u64())
+                .sum();
+            if live >= workers && ready["generation"]["available"] == true {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "workers never registered: {ready}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Polls the job until it ends; answers it.
+    fn wait_ended(&self, id: &str, patience: Duration) -> Value {
+        let deadline = Instant::now() + patience;
+        loop {
+            let job = self.get_json(&format!("/v1/generations/{id}"));
+            if ["succeeded", "failed", "canceled"].contains(&job["status"].as_str().unwrap()) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} did not end: {job}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn letterpress(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_letterpress"));
+    command
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .args(args)
+        .env("LETTERPRESS_LOG", "warn")
+        .env("LETTERPRESS_QUEUE_ACK_WAIT_SECS", ACK_WAIT_SECS)
+        .env("LETTERPRESS_QUEUE_CAPACITY", "64")
+        .env("LETTERPRESS_RATE_LIMIT_PER_MINUTE", "0")
+        // Two workers share the test machine's cores.
+        .env("OMP_NUM_THREADS", "1")
+        .stderr(Stdio::inherit());
+    command
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(300)))
+        .build()
+        .into()
+}
+
+/// A job that denoises long enough for a kill to land mid-way.
+fn request(seed: u64) -> Value {
+    json!({"prompt": format!("a poster that says 'JOB{seed}'"), "width": 64, "height": 64,
+           "steps": 40, "seed": seed})
+}
+
+fn file_path(url: &Value) -> String {
+    let url = url.as_str().unwrap();
+    url[url.find("/v1/").unwrap()..].to_string()
+}
+
+#[test]
+fn two_nodes_two_workers_one_killed_every_job_succeeds_once() {
+    let nats = NatsServer::start("cluster");
+    let nodes = [Process::api_node(&nats), Process::api_node(&nats)];
+    let mut workers = [Process::worker(&nats), Process::worker(&nats)];
+    nodes.iter().for_each(|n| n.wait_for_workers(2));
+
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let (status, job) = nodes[i % 2].post("/v1/generations", request(i as u64));
+        assert_eq!(status, 201, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_string());
+    }
+    // The first job's events, live, from the node it was not submitted to.
+    let first = ids[0].clone();
+    let streamed = std::thread::scope(|scope| {
+        let live = scope.spawn(|| nodes[1].events(&first));
+        // Both workers are busy while the queue holds jobs: kill one mid-job.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while nodes[0].get_json(&format!("/v1/generations/{}", ids[2]))["status"] == "queued" {
+            assert!(Instant::now() < deadline, "the third job never started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        workers[0].kill();
+        live.join().unwrap()
+    });
+    let seqs: Vec<i64> = streamed.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "{streamed:?}"
+    );
+    assert_eq!(streamed.first().unwrap().1, "queued");
+    assert_eq!(streamed.last().unwrap().1, "succeeded");
+    assert!(streamed.iter().any(|(_, k, _)| k == "step"));
+
+    let mut redelivered = 0;
+    for (i, id) in ids.iter().enumerate() {
+        // Asked of the node it was not submitted to.
+        let other = &nodes[(i + 1) % 2];
+        let job = other.wait_ended(id, Duration::from_secs(300));
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let events = other.events(id);
+        assert_eq!(events.last().unwrap().1, "succeeded", "{events:?}");
+        if events.iter().any(|(_, k, _)| k == "requeued") {
+            redelivered += 1;
+        }
+        let images = job["output"]["images"].as_array().unwrap();
+        assert_eq!(images.len(), 1);
+        let (status, png) = other.get(&file_path(&images[0]["url"]));
+        assert_eq!(status, 200);
+        assert!(png.starts_with(b"\x89PNG"));
+    }
+    // The killed worker held a job, which another worker ran again.
+    assert!(redelivered >= 1, "no job was redelivered after the kill");
+    // Exactly one image per job exists in the store, whoever painted it.
+    let images = image_records(&nats.url());
+    for id in &ids {
+        let n = images.iter().filter(|job| *job == id).count();
+        assert_eq!(n, 1, "job {id} has {n} stored images");
+    }
+}
+
+/// The job id of every stored image record (read straight from the file-record bucket).
+fn image_records(url: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use futures_util::StreamExt;
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let records = js.get_key_value("letterpress_file_records").await.unwrap();
+        let mut keys = records.keys().await.unwrap();
+        let mut jobs = Vec::new();
+        while let Some(key) = keys.next().await {
+            let value = records.get(key.unwrap()).await.unwrap().unwrap();
+            let record: Value = serde_json::from_slice(&value).unwrap();
+            if record["kind"] == "image" {
+                jobs.push(record["job_id"].as_str().unwrap().to_string());
+            }
+        }
+        jobs
+    })
+}
+
+#[test]
+fn a_nats_restart_mid_run_loses_nothing() {
+    let mut nats = NatsServer::start("restart");
+    let node = Process::api_node(&nats);
+    let _worker = Process::worker(&nats);
+    node.wait_for_workers(1);
+    let ids: Vec<String> = (0..6)
+        .map(|i| {
+            let (status, job) = node.post("/v1/generations", request(100 + i));
+            assert_eq!(status, 201, "{job}");
+            job["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    node.wait_ended(&ids[0], Duration::from_secs(120));
+    nats.kill();
+    std::thread::sleep(Duration::from_secs(1));
+    nats.restart();
+    for id in &ids {
+        let job = node.wait_ended(id, Duration::from_secs(300));
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+}
+
+#[test]
+fn an_unreachable_nats_server_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    for args in [
+        vec!["serve", "--bind", "127.0.0.1:0", "--queue", &url],
+        vec!["worker", "--queue", &url, "--model-dir", MODEL],
+    ] {
+        let out = letterpress(&args).stderr(Stdio::piped()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains("cannot reach NATS at"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
