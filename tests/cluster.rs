@@ -57,6 +57,29 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM; answers whether it exited cleanly within a minute.
+    fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn wait_running(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.get_json(&format!("/v1/generations/{id}"))["status"] != "running" {
+            assert!(Instant::now() < deadline, "job {id} never ran");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn get(&self, path: &str) -> (u16, Vec<u8>) {
         let mut res = agent().get(format!("{}{path}", self.base)).call().unwrap();
         let mut body = Vec::new();
@@ -71,11 +94,17 @@ impl Process {
     }
 
     fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let mut res = agent()
+        self.post_with(path, body, &[])
+    }
+
+    fn post_with(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = agent()
             .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .unwrap();
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut res = req.send(body.to_string()).unwrap();
         let text = res.body_mut().read_to_string().unwrap();
         (res.status().as_u16(), serde_json::from_str(&text).unwrap())
     }
@@ -152,6 +181,7 @@ fn letterpress(args: &[&str]) -> Command {
         .env("LETTERPRESS_QUEUE_ACK_WAIT_SECS", ACK_WAIT_SECS)
         .env("LETTERPRESS_QUEUE_CAPACITY", "64")
         .env("LETTERPRESS_RATE_LIMIT_PER_MINUTE", "0")
+        .env("LETTERPRESS_SHUTDOWN_GRACE_SECS", "1")
         // Two workers share the test machine's cores.
         .env("OMP_NUM_THREADS", "1")
         .stderr(Stdio::inherit());
@@ -285,6 +315,49 @@ fn a_nats_restart_mid_run_loses_nothing() {
         let job = node.wait_ended(id, Duration::from_secs(300));
         assert_eq!(job["status"], "succeeded", "{job}");
     }
+}
+
+#[test]
+fn cancel_reaches_the_worker_sigterm_hands_the_job_back_and_keys_hold_across_nodes() {
+    let nats = NatsServer::start("cancel");
+    let nodes = [Process::api_node(&nats), Process::api_node(&nats)];
+    let mut worker = Process::worker(&nats);
+    nodes.iter().for_each(|n| n.wait_for_workers(1));
+    let long = json!({"prompt": "'LONG'", "width": 128, "height": 128, "steps": 150, "seed": 1});
+
+    // Canceled on the node it was not submitted to, while a worker denoises it.
+    let (_, job) = nodes[0].post("/v1/generations", long.clone());
+    let id = job["id"].as_str().unwrap().to_string();
+    nodes[1].wait_running(&id);
+    let (status, _) = nodes[1].post(&format!("/v1/generations/{id}/cancel"), json!({}));
+    assert_eq!(status, 200);
+    let job = nodes[0].wait_ended(&id, Duration::from_secs(60));
+    assert_eq!(job["status"], "canceled", "{job}");
+
+    // SIGTERM with a short grace: the running job goes back to the queue, the worker exits
+    // cleanly, and the next worker runs it.
+    let (_, job) = nodes[1].post("/v1/generations", long.clone());
+    let id = job["id"].as_str().unwrap().to_string();
+    nodes[0].wait_running(&id);
+    assert!(
+        worker.terminate(),
+        "the worker did not exit cleanly on SIGTERM"
+    );
+    let job = nodes[0].get_json(&format!("/v1/generations/{id}"));
+    assert_eq!(job["status"], "queued", "{job}");
+    let _next = Process::worker(&nats);
+    let job = nodes[1].wait_ended(&id, Duration::from_secs(300));
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let kinds: Vec<String> = nodes[0].events(&id).into_iter().map(|e| e.1).collect();
+    assert!(kinds.contains(&"requeued".to_string()), "{kinds:?}");
+
+    // One Idempotency-Key, two nodes: one job.
+    let key = [("idempotency-key", "same-poster")];
+    let body = json!({"prompt": "'ONCE'", "width": 64, "height": 64, "steps": 2, "seed": 3});
+    let (first, a) = nodes[0].post_with("/v1/generations", body.clone(), &key);
+    let (second, b) = nodes[1].post_with("/v1/generations", body, &key);
+    assert_eq!((first, second), (201, 200), "{a} {b}");
+    assert_eq!(a["id"], b["id"]);
 }
 
 #[test]
