@@ -2,7 +2,7 @@
 # (idempotent; seconds when everything is already there).
 CARGO ?= cargo
 
-.PHONY: setup demo test lint bench bench-llm bench-unet bench-pipeline bench-load fixtures embedded-init fuzz-api
+.PHONY: setup demo test lint bench bench-llm bench-unet bench-pipeline bench-load bench-cluster fixtures embedded-init fuzz-api
 
 setup:
 	@scripts/setup
@@ -82,3 +82,10 @@ bench-load:
 	@scripts/setup --oracle
 	$(CARGO) build --release --quiet
 	target/release/letterpress bench load
+
+# Jobs per second of a scaled-out service with 1 and 2 workers (`scaling: X`) and the queue's
+# cost per job (docs/scaling-out.md).
+bench-cluster:
+	@scripts/setup --nats
+	$(CARGO) build --release --quiet
+	scripts/bench-cluster

@@ -16,8 +16,9 @@ pub struct ServeArgs {
     config: Option<PathBuf>,
     /// Diffusers-layout model folder (unet/, controlnet/, vae/, text_encoder/, tokenizer/,
     /// scheduler/). Default: the embedded demo model (models/README.md), which paints no
-    /// legible letters yet but lets every endpoint and the designer page work.
-    #[arg(long)]
+    /// legible letters yet but lets every endpoint and the designer page work. An API node
+    /// (--queue) loads none: its workers do (`letterpress worker --model-dir`).
+    #[arg(long, conflicts_with = "queue")]
     model_dir: Option<PathBuf>,
     /// Address to listen on (`127.0.0.1:0` picks a free port; the first line printed names it).
     #[arg(long)]

@@ -129,6 +129,25 @@ impl Process {
         events
     }
 
+    /// The kinds of the job's events stored so far (the stream is left once they are read).
+    fn events_so_far(&self, id: &str) -> Vec<String> {
+        let res = agent()
+            .get(format!("{}/v1/generations/{id}/events", self.base))
+            .config()
+            .timeout_global(Some(Duration::from_millis(500)))
+            .build()
+            .call();
+        let Ok(res) = res else { return Vec::new() };
+        let mut kinds = Vec::new();
+        for line in BufReader::new(res.into_body().into_reader()).lines() {
+            let Ok(line) = line else { break };
+            if let Some(k) = line.strip_prefix("event:") {
+                kinds.push(k.trim().to_string());
+            }
+        }
+        kinds
+    }
+
     /// Waits until the node sees `workers` live workers and knows their model.
     fn wait_for_workers(&self, workers: u64) {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -358,6 +377,60 @@ fn cancel_reaches_the_worker_sigterm_hands_the_job_back_and_keys_hold_across_nod
     let (second, b) = nodes[1].post_with("/v1/generations", body, &key);
     assert_eq!((first, second), (201, 200), "{a} {b}");
     assert_eq!(a["id"], b["id"]);
+}
+
+#[test]
+fn a_job_whose_workers_die_twice_fails_interrupted_with_a_dead_letter() {
+    let nats = NatsServer::start("dead");
+    let node = Process::api_node(&nats);
+    let long = json!({"prompt": "'LONG'", "width": 128, "height": 128, "steps": 150, "seed": 2});
+    let mut worker = Process::worker(&nats);
+    node.wait_for_workers(1);
+    let (_, job) = node.post("/v1/generations", long);
+    let id = job["id"].as_str().unwrap().to_string();
+    node.wait_running(&id);
+    worker.kill();
+    let mut worker = Process::worker(&nats);
+    // Its second delivery, after the ack wait.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !running_again(&node, &id) {
+        assert!(
+            Instant::now() < deadline,
+            "job {id} was not delivered again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    worker.kill();
+    let _last = Process::worker(&nats);
+    let job = node.wait_ended(&id, Duration::from_secs(120));
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "interrupted", "{job}");
+    let kinds: Vec<String> = node.events(&id).into_iter().map(|e| e.1).collect();
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("failed"),
+        "{kinds:?}"
+    );
+    assert_eq!(stream_messages(&nats.url(), "LETTERPRESS_DEAD"), 1);
+}
+
+/// Running after a `requeued` event: the job's second delivery has started.
+fn running_again(node: &Process, id: &str) -> bool {
+    node.get_json(&format!("/v1/generations/{id}"))["status"] == "running"
+        && node.events_so_far(id).iter().any(|k| k == "requeued")
+}
+
+fn stream_messages(url: &str, stream: &str) -> u64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream(stream).await.unwrap();
+        stream.info().await.unwrap().state.messages
+    })
 }
 
 #[test]

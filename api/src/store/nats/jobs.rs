@@ -69,6 +69,9 @@ impl Record {
     }
 }
 
+/// Half-second tries of recording a job's end: a minute for NATS to come back.
+const SETTLE_TRIES: u32 = 120;
+
 fn canceled_by_client() -> (String, String) {
     (
         JobErrorCode::Canceled.as_str().into(),
@@ -327,7 +330,7 @@ impl Inner {
         error: Option<(String, String)>,
     ) -> Result<Status, StoreError> {
         let record = self
-            .update(id, |r| {
+            .settle(id, |r| {
                 r.end(status, output.clone(), error.clone());
                 Some(())
             })
@@ -338,10 +341,35 @@ impl Inner {
         Ok(record.map_or(status, |r| r.status()))
     }
 
+    /// [`Self::update`] for a job's end, retried while NATS is away (a restart takes
+    /// seconds). Given up, the job's lease is dropped unacknowledged, so the job is not kept
+    /// "in progress" forever: after the ack wait another worker runs it again.
+    async fn settle(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut Record) -> Option<()>,
+    ) -> Result<Option<Record>, StoreError> {
+        let mut tries = 0;
+        loop {
+            match self.update(id, &mut change).await {
+                Ok(record) => return Ok(record),
+                Err(e) if tries < SETTLE_TRIES => {
+                    tries += 1;
+                    tracing::warn!(job = id, error = %e, "recording a job's end; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    self.lease(id);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// Hands the job back (a negative acknowledgement: another worker takes it at once).
     pub(super) async fn requeue(&self, id: &str) -> Result<Status, StoreError> {
         let record = self
-            .update(id, |r| {
+            .settle(id, |r| {
                 if r.cancel_requested {
                     r.end(Status::Canceled, None, None);
                 } else {
