@@ -91,30 +91,6 @@ impl Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let m = Metrics::default();
-        m.observe_step(0.02);
-        m.observe_step(3.0);
-        let text = m.render(2, &[(Status::Queued, 2)], false);
-        assert!(
-            text.contains("letterpress_step_seconds_bucket{le=\"0.025\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("letterpress_step_seconds_bucket{le=\"5\"} 2\n"),
-            "{text}"
-        );
-        assert!(text.contains("letterpress_step_seconds_count 2\n"));
-        assert!(text.contains("letterpress_queue_depth 2\n"));
-        assert!(text.contains("letterpress_jobs{status=\"queued\"} 2\n"));
-    }
-}
-
 /// A scaled-out service's per-model queue gauges.
 pub fn render_queues(queues: &[crate::schema::ModelQueue]) -> String {
     let mut out = String::new();
@@ -145,4 +121,28 @@ pub fn render_queues(queues: &[crate::schema::ModelQueue]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let m = Metrics::default();
+        m.observe_step(0.02);
+        m.observe_step(3.0);
+        let text = m.render(2, &[(Status::Queued, 2)], false);
+        assert!(
+            text.contains("letterpress_step_seconds_bucket{le=\"0.025\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("letterpress_step_seconds_bucket{le=\"5\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("letterpress_step_seconds_count 2\n"));
+        assert!(text.contains("letterpress_queue_depth 2\n"));
+        assert!(text.contains("letterpress_jobs{status=\"queued\"} 2\n"));
+    }
 }

@@ -270,6 +270,7 @@ mod tests {
             started_ms: None,
             completed_ms: None,
             attempts: 1,
+            model: None,
         }
     }
 

@@ -98,12 +98,8 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn nats_error(what: &str) -> impl FnOnce(String) -> StoreError + '_ {
-    move |e| StoreError::Nats(format!("{what}: {e}"))
-}
-
-/// `e.to_string()` under a name, for `map_err`.
-fn err<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> StoreError {
+/// A NATS error under what was being done, for `map_err`.
+fn err<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> StoreError + '_ {
     move |e| StoreError::Nats(format!("{what}: {e}"))
 }
 
@@ -383,9 +379,7 @@ async fn ensure_stream(
         allow_direct: true,
         ..Default::default()
     };
-    js.get_or_create_stream(config)
-        .await
-        .map_err(|e| nats_error(name)(e.to_string()))
+    js.get_or_create_stream(config).await.map_err(err(name))
 }
 
 /// A key-value bucket, created unless it exists. Created as the stream a bucket is
@@ -412,12 +406,8 @@ async fn ensure_bucket(
         num_replicas: 1,
         ..Default::default()
     };
-    js.get_or_create_stream(config)
-        .await
-        .map_err(|e| nats_error(name)(e.to_string()))?;
-    js.get_key_value(name)
-        .await
-        .map_err(|e| nats_error(name)(e.to_string()))
+    js.get_or_create_stream(config).await.map_err(err(name))?;
+    js.get_key_value(name).await.map_err(err(name))
 }
 
 async fn ensure_object_store(
@@ -436,10 +426,7 @@ async fn ensure_object_store(
     };
     match js.create_object_store(config).await {
         Ok(store) => Ok(store),
-        Err(e) => js
-            .get_object_store(name)
-            .await
-            .map_err(|_| nats_error(name)(e.to_string())),
+        Err(e) => js.get_object_store(name).await.map_err(|_| err(name)(&e)),
     }
 }
 
