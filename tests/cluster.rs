@@ -3,14 +3,18 @@
 //! fixture ControlNet pipeline. Jobs survive a worker killed while it denoises and a NATS
 //! server killed and restarted; any node streams any job's events.
 
-mod common;
+#[path = "common/http.rs"]
+mod http;
+#[path = "common/nats.rs"]
+mod nats;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::nats::NatsServer;
+use http::Http;
+use nats::NatsServer;
 use serde_json::{Value, json};
 
 const MODEL: &str = "diffusion/tests/fixtures/pipeline/sd1-controlnet";
@@ -19,8 +23,15 @@ const ACK_WAIT_SECS: &str = "3";
 
 struct Process {
     child: Child,
-    /// `http://…` for an API node.
-    base: String,
+    /// An API node's address; unused for a worker.
+    http: Http,
+}
+
+impl std::ops::Deref for Process {
+    type Target = Http;
+    fn deref(&self) -> &Http {
+        &self.http
+    }
 }
 
 impl Process {
@@ -29,16 +40,8 @@ impl Process {
             .stdout(Stdio::piped())
             .spawn()
             .expect("starting an API node");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Process { child, base }
+        let http = Http::from_first_line(&mut child);
+        Process { child, http }
     }
 
     fn worker(nats: &NatsServer) -> Process {
@@ -48,7 +51,9 @@ impl Process {
             .expect("starting a worker");
         Process {
             child,
-            base: String::new(),
+            http: Http {
+                base: String::new(),
+            },
         }
     }
 
@@ -72,66 +77,9 @@ impl Process {
         false
     }
 
-    fn wait_running(&self, id: &str) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while self.get_json(&format!("/v1/generations/{id}"))["status"] != "running" {
-            assert!(Instant::now() < deadline, "job {id} never ran");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        let mut res = agent().get(format!("{}{path}", self.base)).call().unwrap();
-        let mut body = Vec::new();
-        res.body_mut().as_reader().read_to_end(&mut body).unwrap();
-        (res.status().as_u16(), body)
-    }
-
-    fn get_json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path);
-        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
-        serde_json::from_slice(&body).unwrap()
-    }
-
-    fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.post_with(path, body, &[])
-    }
-
-    fn post_with(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut req = agent()
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let mut res = req.send(body.to_string()).unwrap();
-        let text = res.body_mut().read_to_string().unwrap();
-        (res.status().as_u16(), serde_json::from_str(&text).unwrap())
-    }
-
-    /// Server-sent events of a job until the stream ends: (id, event, data).
-    fn events(&self, id: &str) -> Vec<(i64, String, Value)> {
-        let res = agent()
-            .get(format!("{}/v1/generations/{id}/events", self.base))
-            .call()
-            .unwrap();
-        let (mut events, mut seq, mut kind) = (Vec::new(), 0, String::new());
-        for line in BufReader::new(res.into_body().into_reader()).lines() {
-            let line = line.unwrap();
-            if let Some(s) = line.strip_prefix("id:") {
-                seq = s.trim().parse().unwrap();
-            } else if let Some(k) = line.strip_prefix("event:") {
-                kind = k.trim().to_string();
-            } else if let Some(d) = line.strip_prefix("data:") {
-                events.push((seq, kind.clone(), serde_json::from_str(d.trim()).unwrap()));
-            }
-        }
-        events
-    }
-
     /// The kinds of the job's events stored so far (the stream is left once they are read).
     fn events_so_far(&self, id: &str) -> Vec<String> {
-        let res = agent()
+        let res = Http::agent()
             .get(format!("{}/v1/generations/{id}/events", self.base))
             .config()
             .timeout_global(Some(Duration::from_millis(500)))
@@ -207,14 +155,6 @@ fn letterpress(args: &[&str]) -> Command {
     command
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(300)))
-        .build()
-        .into()
-}
-
 /// A job that denoises long enough for a kill to land mid-way.
 fn request(seed: u64) -> Value {
     json!({"prompt": format!("a poster that says 'JOB{seed}'"), "width": 64, "height": 64,
@@ -235,14 +175,14 @@ fn two_nodes_two_workers_one_killed_every_job_succeeds_once() {
 
     let mut ids = Vec::new();
     for i in 0..20 {
-        let (status, job) = nodes[i % 2].post("/v1/generations", request(i as u64));
+        let (status, job) = nodes[i % 2].post("/v1/generations", request(i as u64), &[]);
         assert_eq!(status, 201, "{job}");
         ids.push(job["id"].as_str().unwrap().to_string());
     }
     // The first job's events, live, from the node it was not submitted to.
     let first = ids[0].clone();
     let streamed = std::thread::scope(|scope| {
-        let live = scope.spawn(|| nodes[1].events(&first));
+        let live = scope.spawn(|| nodes[1].numbered_events(&first));
         // Both workers are busy while the queue holds jobs: kill one mid-job.
         let deadline = Instant::now() + Duration::from_secs(120);
         while nodes[0].get_json(&format!("/v1/generations/{}", ids[2]))["status"] == "queued" {
@@ -268,7 +208,7 @@ fn two_nodes_two_workers_one_killed_every_job_succeeds_once() {
         let other = &nodes[(i + 1) % 2];
         let job = other.wait_ended(id, Duration::from_secs(300));
         assert_eq!(job["status"], "succeeded", "{job}");
-        let events = other.events(id);
+        let events = other.numbered_events(id);
         assert_eq!(events.last().unwrap().1, "succeeded", "{events:?}");
         if events.iter().any(|(_, k, _)| k == "requeued") {
             redelivered += 1;
@@ -289,16 +229,22 @@ fn two_nodes_two_workers_one_killed_every_job_succeeds_once() {
     }
 }
 
-/// The job id of every stored image record (read straight from the file-record bucket).
-fn image_records(url: &str) -> Vec<String> {
+/// Runs `f` with a JetStream client of the test's server, to look at what the service stored.
+fn with_jetstream<T>(url: &str, f: impl AsyncFnOnce(async_nats::jetstream::Context) -> T) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        use futures_util::StreamExt;
         let client = async_nats::connect(url).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+        f(async_nats::jetstream::new(client)).await
+    })
+}
+
+/// The job id of every stored image record (read straight from the file-record bucket).
+fn image_records(url: &str) -> Vec<String> {
+    with_jetstream(url, async |js| {
+        use futures_util::StreamExt;
         let records = js.get_key_value("letterpress_file_records").await.unwrap();
         let mut keys = records.keys().await.unwrap();
         let mut jobs = Vec::new();
@@ -321,7 +267,7 @@ fn a_nats_restart_mid_run_loses_nothing() {
     node.wait_for_workers(1);
     let ids: Vec<String> = (0..6)
         .map(|i| {
-            let (status, job) = node.post("/v1/generations", request(100 + i));
+            let (status, job) = node.post("/v1/generations", request(100 + i), &[]);
             assert_eq!(status, 201, "{job}");
             job["id"].as_str().unwrap().to_string()
         })
@@ -345,17 +291,17 @@ fn cancel_reaches_the_worker_sigterm_hands_the_job_back_and_keys_hold_across_nod
     let long = json!({"prompt": "'LONG'", "width": 128, "height": 128, "steps": 150, "seed": 1});
 
     // Canceled on the node it was not submitted to, while a worker denoises it.
-    let (_, job) = nodes[0].post("/v1/generations", long.clone());
+    let (_, job) = nodes[0].post("/v1/generations", long.clone(), &[]);
     let id = job["id"].as_str().unwrap().to_string();
     nodes[1].wait_running(&id);
-    let (status, _) = nodes[1].post(&format!("/v1/generations/{id}/cancel"), json!({}));
+    let (status, _) = nodes[1].post(&format!("/v1/generations/{id}/cancel"), json!({}), &[]);
     assert_eq!(status, 200);
     let job = nodes[0].wait_ended(&id, Duration::from_secs(60));
     assert_eq!(job["status"], "canceled", "{job}");
 
     // SIGTERM with a short grace: the running job goes back to the queue, the worker exits
     // cleanly, and the next worker runs it.
-    let (_, job) = nodes[1].post("/v1/generations", long.clone());
+    let (_, job) = nodes[1].post("/v1/generations", long.clone(), &[]);
     let id = job["id"].as_str().unwrap().to_string();
     nodes[0].wait_running(&id);
     assert!(
@@ -367,14 +313,14 @@ fn cancel_reaches_the_worker_sigterm_hands_the_job_back_and_keys_hold_across_nod
     let _next = Process::worker(&nats);
     let job = nodes[1].wait_ended(&id, Duration::from_secs(300));
     assert_eq!(job["status"], "succeeded", "{job}");
-    let kinds: Vec<String> = nodes[0].events(&id).into_iter().map(|e| e.1).collect();
+    let kinds: Vec<String> = nodes[0].events(&id).into_iter().map(|e| e.0).collect();
     assert!(kinds.contains(&"requeued".to_string()), "{kinds:?}");
 
     // One Idempotency-Key, two nodes: one job.
     let key = [("idempotency-key", "same-poster")];
     let body = json!({"prompt": "'ONCE'", "width": 64, "height": 64, "steps": 2, "seed": 3});
-    let (first, a) = nodes[0].post_with("/v1/generations", body.clone(), &key);
-    let (second, b) = nodes[1].post_with("/v1/generations", body, &key);
+    let (first, a) = nodes[0].post("/v1/generations", body.clone(), &key);
+    let (second, b) = nodes[1].post("/v1/generations", body, &key);
     assert_eq!((first, second), (201, 200), "{a} {b}");
     assert_eq!(a["id"], b["id"]);
 }
@@ -386,7 +332,7 @@ fn a_job_whose_workers_die_twice_fails_interrupted_with_a_dead_letter() {
     let long = json!({"prompt": "'LONG'", "width": 128, "height": 128, "steps": 150, "seed": 2});
     let mut worker = Process::worker(&nats);
     node.wait_for_workers(1);
-    let (_, job) = node.post("/v1/generations", long);
+    let (_, job) = node.post("/v1/generations", long, &[]);
     let id = job["id"].as_str().unwrap().to_string();
     node.wait_running(&id);
     worker.kill();
@@ -405,7 +351,7 @@ fn a_job_whose_workers_die_twice_fails_interrupted_with_a_dead_letter() {
     let job = node.wait_ended(&id, Duration::from_secs(120));
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "interrupted", "{job}");
-    let kinds: Vec<String> = node.events(&id).into_iter().map(|e| e.1).collect();
+    let kinds: Vec<String> = node.events(&id).into_iter().map(|e| e.0).collect();
     assert_eq!(
         kinds.last().map(String::as_str),
         Some("failed"),
@@ -421,13 +367,7 @@ fn running_again(node: &Process, id: &str) -> bool {
 }
 
 fn stream_messages(url: &str, stream: &str) -> u64 {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let client = async_nats::connect(url).await.unwrap();
-        let js = async_nats::jetstream::new(client);
+    with_jetstream(url, async |js| {
         let mut stream = js.get_stream(stream).await.unwrap();
         stream.info().await.unwrap().state.messages
     })

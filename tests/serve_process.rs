@@ -3,18 +3,28 @@
 //! its files; a job running at SIGTERM is requeued; one killed twice (SIGKILL) fails and its
 //! event stream ends; the real `openai` Python client works.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "common/http.rs"]
+mod http;
+use http::Http;
+
 const MODEL: &str = "diffusion/tests/fixtures/pipeline/sd1-controlnet";
 
 struct Server {
     child: Child,
-    base: String,
+    http: Http,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Http;
+    fn deref(&self) -> &Http {
+        &self.http
+    }
 }
 
 impl Server {
@@ -35,77 +45,14 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting letterpress serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        let server = Server { child, base };
+        let http = Http::from_first_line(&mut child);
+        let server = Server { child, http };
         let deadline = Instant::now() + Duration::from_secs(120);
         while server.get("/readyz").0 != 200 {
             assert!(Instant::now() < deadline, "the model did not load");
             std::thread::sleep(Duration::from_millis(100));
         }
         server
-    }
-
-    fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(600)))
-            .build()
-            .into()
-    }
-
-    fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        let mut res = Self::agent()
-            .get(format!("{}{path}", self.base))
-            .call()
-            .unwrap();
-        let mut body = Vec::new();
-        res.body_mut().as_reader().read_to_end(&mut body).unwrap();
-        (res.status().as_u16(), body)
-    }
-
-    fn get_json(&self, path: &str) -> Value {
-        let (status, body) = self.get(path);
-        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
-        serde_json::from_slice(&body).unwrap()
-    }
-
-    fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut req = Self::agent()
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let mut res = req.send(body.to_string()).unwrap();
-        let text = res.body_mut().read_to_string().unwrap();
-        (res.status().as_u16(), serde_json::from_str(&text).unwrap())
-    }
-
-    /// Server-sent events of a job until the stream ends: (event, data).
-    fn events(&self, id: &str) -> Vec<(String, Value)> {
-        let res = Self::agent()
-            .get(format!("{}/v1/generations/{id}/events", self.base))
-            .call()
-            .unwrap();
-        let mut events = Vec::new();
-        let mut kind = String::new();
-        for line in BufReader::new(res.into_body().into_reader()).lines() {
-            let line = line.unwrap();
-            if let Some(k) = line.strip_prefix("event:") {
-                kind = k.trim().to_string();
-            } else if let Some(d) = line.strip_prefix("data:") {
-                events.push((kind.clone(), serde_json::from_str(d.trim()).unwrap()));
-            }
-        }
-        events
     }
 
     /// SIGTERM, and the process must exit cleanly.
@@ -132,15 +79,6 @@ impl Server {
     fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
-    }
-
-    /// Polls until the job is running.
-    fn wait_running(&self, id: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.get_json(&format!("/v1/generations/{id}"))["status"] != "running" {
-            assert!(Instant::now() < deadline, "the job never started");
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 }
 

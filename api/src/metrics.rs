@@ -3,6 +3,7 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::schema::ModelQueue;
 use crate::store::Status;
 
 /// Upper bounds (seconds) of the step-latency histogram buckets.
@@ -92,34 +93,28 @@ impl Metrics {
 }
 
 /// A scaled-out service's per-model queue gauges.
-pub fn render_queues(queues: &[crate::schema::ModelQueue]) -> String {
+pub fn render_queues(queues: &[ModelQueue]) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP letterpress_model_queue_depth Jobs in the queue per model (waiting or running)."
+    let gauge = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&ModelQueue) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for q in queues {
+            let model = q.model.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(out, "{name}{{model=\"{model}\"}} {}", value(q));
+        }
+    };
+    gauge(
+        &mut out,
+        "letterpress_model_queue_depth",
+        "Jobs in the queue per model (waiting or running).",
+        &|q| q.jobs,
     );
-    let _ = writeln!(out, "# TYPE letterpress_model_queue_depth gauge");
-    for q in queues {
-        let model = q.model.replace('\\', "\\\\").replace('"', "\\\"");
-        let _ = writeln!(
-            out,
-            "letterpress_model_queue_depth{{model=\"{model}\"}} {}",
-            q.jobs
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP letterpress_model_workers Live workers per model."
+    gauge(
+        &mut out,
+        "letterpress_model_workers",
+        "Live workers per model.",
+        &|q| q.workers as u64,
     );
-    let _ = writeln!(out, "# TYPE letterpress_model_workers gauge");
-    for q in queues {
-        let model = q.model.replace('\\', "\\\\").replace('"', "\\\"");
-        let _ = writeln!(
-            out,
-            "letterpress_model_workers{{model=\"{model}\"}} {}",
-            q.workers
-        );
-    }
     out
 }
 
