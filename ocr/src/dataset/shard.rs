@@ -96,6 +96,9 @@ pub(crate) fn partial(path: &Path) -> PathBuf {
 }
 
 fn create(path: &Path) -> Result<BufWriter<File>, DatasetError> {
+    // A leftover partial file (of a killed run) is unlinked rather than truncated: a process
+    // still holding it open then writes to a file no longer in the folder, never into this one.
+    let _ = std::fs::remove_file(path);
     File::create(path)
         .map(|f| BufWriter::with_capacity(1 << 20, f))
         .map_err(|e| DatasetError::io(path, e))
