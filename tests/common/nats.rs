@@ -38,7 +38,14 @@ impl NatsServer {
     /// Starts the server again on the same port and store (after [`NatsServer::kill`]).
     pub fn restart(&mut self) {
         let child = Command::new(nats_server())
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(&self.store)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -71,5 +78,9 @@ impl Drop for NatsServer {
 /// `nats-server` on PATH, or Debian's `/usr/sbin` (not on every user's PATH).
 fn nats_server() -> PathBuf {
     let sbin = PathBuf::from("/usr/sbin/nats-server");
-    if sbin.exists() { sbin } else { PathBuf::from("nats-server") }
+    if sbin.exists() {
+        sbin
+    } else {
+        PathBuf::from("nats-server")
+    }
 }

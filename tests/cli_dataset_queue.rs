@@ -1,0 +1,256 @@
+//! `letterpress dataset build --queue` with `dataset worker` processes over a real
+//! nats-server: two workers, one SIGKILLed mid-shard and the server restarted mid-run, must
+//! give the same counts and the same shard bytes as the single-process build.
+
+#[path = "common/dataset_inputs.rs"]
+mod dataset_inputs;
+#[path = "common/nats.rs"]
+mod nats;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nats::NatsServer;
+use serde_json::Value;
+
+const SHARD_SIZE: &str = "40";
+
+fn letterpress() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_letterpress"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+fn build_cmd(input: &Path, out: &Path) -> Command {
+    let mut c = letterpress();
+    c.args(["dataset", "build"])
+        .arg(input)
+        .arg("-o")
+        .arg(out)
+        .args(["--shard-size", SHARD_SIZE, "--jobs", "1"]);
+    c
+}
+
+/// A worker logging (info) to `log`, giving up a silent task after 3 s.
+fn worker(url: &str, log: &Path) -> Child {
+    letterpress()
+        .args(["dataset", "worker", "--queue", url, "--jobs", "1"])
+        .env("LETTERPRESS_ACK_WAIT_SECS", "3")
+        .env("LETTERPRESS_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn names_in(dir: &Path, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| pred(n))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A shard's tar members, name → bytes.
+fn members(tar: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut archive = tar::Archive::new(std::fs::File::open(tar).unwrap());
+    let mut out = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        assert!(out.insert(name.clone(), bytes).is_none(), "{name} twice");
+    }
+    out
+}
+
+/// The summary's count lines (`kept: …`, `rejected: …`, `errors: N`), without the output path.
+fn counts(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter(|l| {
+            l.starts_with("kept:") || l.starts_with("rejected:") || l.starts_with("errors:")
+        })
+        .map(|l| l.split(" (see ").next().unwrap().to_string())
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Killed(Vec<Child>);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn two_workers_one_killed_and_a_server_restart_match_the_single_process_build() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dataset-queue");
+    let _ = std::fs::remove_dir_all(&dir);
+    let input = dir.join("in");
+    let n = 240;
+    assert_eq!(dataset_inputs::write_posters(&input, n), 6);
+
+    let started = Instant::now();
+    let reference = dir.join("reference");
+    let local = build_cmd(&input, &reference).output().unwrap();
+    assert!(local.status.success(), "{local:?}");
+    let local_stdout = String::from_utf8_lossy(&local.stdout).into_owned();
+    eprintln!(
+        "single-process build: {:?}\n{local_stdout}",
+        started.elapsed()
+    );
+
+    let mut server = NatsServer::start("dataset-queue");
+    let out = dir.join("out");
+    let started = Instant::now();
+    let publisher = build_cmd(&input, &out)
+        .args(["--queue", &server.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = [dir.join("worker-a.log"), dir.join("worker-b.log")];
+    let mut workers = Killed(vec![
+        worker(&server.url(), &logs[0]),
+        worker(&server.url(), &logs[1]),
+    ]);
+
+    // Worker a is killed mid-shard (its shard's partial files written, not yet renamed),
+    // after some shard is complete.
+    let held = |log: &str| {
+        let shard = log.rsplit("building shard ").next()?.split(' ').next()?;
+        shard.parse::<usize>().ok()
+    };
+    let mut killed = 0;
+    wait_for("worker a mid-shard", Duration::from_secs(60), || {
+        let Some(shard) = held(&read(&logs[0])) else {
+            return false;
+        };
+        killed = shard;
+        !names_in(&out, |n| n.ends_with("_stats.json")).is_empty()
+            && out.join(format!(".{shard:05}.tar.partial")).exists()
+            && !out.join(format!("{shard:05}_stats.json")).exists()
+    });
+    workers.0[0].kill().unwrap();
+    workers.0[0].wait().unwrap();
+    // Rarely, the shard is finished between the look and the kill.
+    let finished_anyway = out.join(format!("{killed:05}_stats.json")).exists();
+    eprintln!(
+        "worker a killed in shard {killed} after {:?}{}",
+        started.elapsed(),
+        if finished_anyway {
+            " (it had just finished it)"
+        } else {
+            ""
+        }
+    );
+
+    // The server goes away and comes back on the same store while worker b builds.
+    server.kill();
+    std::thread::sleep(Duration::from_millis(500));
+    server.restart();
+
+    let output = publisher.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let log_b = read(&logs[1]);
+    eprintln!(
+        "queued build: {:?}\n{stdout}{stderr}\nworker b:\n{log_b}",
+        started.elapsed()
+    );
+    assert!(output.status.success(), "{stderr}");
+    // The killed worker's shard went to worker b, which rebuilt it over the stale partials.
+    // (Usually as delivery 2; the server's SIGKILL may lose the delivery count, never the task.)
+    let rebuilt = log_b
+        .rsplit_once(&format!("building shard {killed} ("))
+        .is_some_and(|(_, after)| after.contains(&format!("shard {killed} done (")));
+    assert!(rebuilt || finished_anyway, "{log_b}");
+
+    assert_eq!(counts(&stdout), counts(&local_stdout));
+    assert_eq!(counts(&stdout).len(), 3, "{stdout}");
+    assert!(stdout.contains("errors: 6 "), "{stdout}");
+
+    // The same shard files, byte for byte, and the same merged errors and stats.
+    let shards = n.div_ceil(40);
+    let mut keys = BTreeSet::new();
+    for shard in 0..shards {
+        let tar = format!("{shard:05}.tar");
+        let ours = members(&out.join(&tar));
+        assert_eq!(ours, members(&reference.join(&tar)), "{tar}");
+        for suffix in [".jsonl", "_errors.jsonl", "_stats.json"] {
+            let name = format!("{shard:05}{suffix}");
+            assert_eq!(
+                read(&out.join(&name)),
+                read(&reference.join(&name)),
+                "{name}"
+            );
+        }
+        for line in read(&out.join(format!("{shard:05}.jsonl"))).lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            let key = v["key"].as_str().unwrap().to_string();
+            assert!(keys.insert(key.clone()), "key {key} in two shards");
+        }
+    }
+    assert_eq!(keys.len(), n, "every input once");
+    for name in ["errors.jsonl", "stats.json"] {
+        assert_eq!(read(&out.join(name)), read(&reference.join(name)), "{name}");
+    }
+    assert_eq!(read(&out.join("errors.jsonl")).lines().count(), 6);
+    let partial = names_in(&out, |n| n.ends_with(".partial"));
+    assert!(partial.is_empty(), "{partial:?}");
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dataset-queue-unreachable");
+    let _ = std::fs::remove_dir_all(&dir);
+    dataset_inputs::write_posters(&dir.join("in"), 2);
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let publish = build_cmd(&dir.join("in"), &dir.join("out"))
+        .args(["--queue", &url])
+        .output();
+    let work = letterpress()
+        .args(["dataset", "worker", "--queue", &url])
+        .output();
+    for (what, output) in [("build --queue", publish), ("worker", work)] {
+        let output = output.unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{what}: {stderr}");
+        assert!(
+            stderr.contains(&format!("error: cannot reach NATS at {url}: ")),
+            "{what}: {stderr}"
+        );
+    }
+    assert!(
+        !dir.join("out").join("run.json").exists(),
+        "nothing is written before the server answers"
+    );
+}
