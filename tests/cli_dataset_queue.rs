@@ -34,11 +34,12 @@ fn build_cmd(input: &Path, out: &Path) -> Command {
     c
 }
 
-/// A worker logging (info) to `log`, giving up a silent task after 3 s.
-fn worker(url: &str, log: &Path) -> Child {
+/// A worker logging (info) to `log`; the queue gives a silent worker's task to another after
+/// `ack_wait` seconds (the first worker to start sets it).
+fn worker(url: &str, log: &Path, ack_wait: u32) -> Child {
     letterpress()
         .args(["dataset", "worker", "--queue", url, "--jobs", "1"])
-        .env("LETTERPRESS_ACK_WAIT_SECS", "3")
+        .env("LETTERPRESS_ACK_WAIT_SECS", ack_wait.to_string())
         .env("LETTERPRESS_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -94,6 +95,23 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Waits for the publisher, killing it after `limit` (a lost task would make it wait forever).
+fn finish(mut publisher: Child, limit: Duration) -> std::process::Output {
+    let start = Instant::now();
+    while publisher.try_wait().unwrap().is_none() && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let timed_out = publisher.try_wait().unwrap().is_none();
+    let _ = publisher.kill();
+    let output = publisher.wait_with_output().unwrap();
+    assert!(
+        !timed_out,
+        "the publisher did not finish in {limit:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 struct Killed(Vec<Child>);
 
 impl Drop for Killed {
@@ -134,8 +152,8 @@ fn two_workers_one_killed_and_a_server_restart_match_the_single_process_build() 
         .unwrap();
     let logs = [dir.join("worker-a.log"), dir.join("worker-b.log")];
     let mut workers = Killed(vec![
-        worker(&server.url(), &logs[0]),
-        worker(&server.url(), &logs[1]),
+        worker(&server.url(), &logs[0], 3),
+        worker(&server.url(), &logs[1], 3),
     ]);
 
     // Worker a is killed mid-shard (its shard's partial files written, not yet renamed),
@@ -173,7 +191,7 @@ fn two_workers_one_killed_and_a_server_restart_match_the_single_process_build() 
     std::thread::sleep(Duration::from_millis(500));
     server.restart();
 
-    let output = publisher.wait_with_output().unwrap();
+    let output = finish(publisher, Duration::from_secs(120));
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let log_b = read(&logs[1]);
@@ -221,6 +239,59 @@ fn two_workers_one_killed_and_a_server_restart_match_the_single_process_build() 
     assert_eq!(read(&out.join("errors.jsonl")).lines().count(), 6);
     let partial = names_in(&out, |n| n.ends_with(".partial"));
     assert!(partial.is_empty(), "{partial:?}");
+}
+
+#[test]
+fn a_worker_stopped_with_sigterm_hands_its_shard_back_at_once() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dataset-queue-sigterm");
+    let _ = std::fs::remove_dir_all(&dir);
+    let input = dir.join("in");
+    dataset_inputs::write_posters(&input, 80);
+    let server = NatsServer::start("dataset-queue-sigterm");
+    let out = dir.join("out");
+    let publisher = build_cmd(&input, &out)
+        .args(["--queue", &server.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logs = [dir.join("worker-a.log"), dir.join("worker-b.log")];
+    // An ack wait far longer than the test: only the handing back can finish the build.
+    let mut workers = Killed(vec![worker(&server.url(), &logs[0], 600)]);
+    wait_for("worker a building", Duration::from_secs(60), || {
+        read(&logs[0]).contains("building shard")
+    });
+    let pid = workers.0[0].id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let stopped = workers.0[0].wait().unwrap();
+    assert!(stopped.success(), "{stopped:?}: {}", read(&logs[0]));
+    assert!(read(&logs[0]).contains("handed back"), "{}", read(&logs[0]));
+
+    let started = Instant::now();
+    workers.0.push(worker(&server.url(), &logs[1], 600));
+    let output = finish(publisher, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprintln!(
+        "handed back and built by worker b in {:?}",
+        started.elapsed()
+    );
+    assert!(stdout.contains("errors: 2 "), "{stdout}");
+    assert!(
+        read(&logs[1]).contains("(delivery 2)"),
+        "{}",
+        read(&logs[1])
+    );
 }
 
 #[test]

@@ -203,15 +203,7 @@ async fn wait_for_shards(
         "{bar:40} {pos}/{len} shards {elapsed_precise} {msg}",
     )?);
     bar.set_position(complete.len() as u64);
-    let consumer = done
-        .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: done_subject(plan.run_id()),
-            deliver_policy: consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .context("following the completion stream")?;
-    let mut messages = consumer.messages().await?;
+    let mut messages = follow(done, plan.run_id()).await?;
     while complete.len() < shards {
         let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
         match next {
@@ -235,7 +227,10 @@ async fn wait_for_shards(
                 tracing::warn!("completion stream: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            Ok(None) => messages = consumer_again(done, plan).await?,
+            Ok(None) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                messages = follow(done, plan.run_id()).await?;
+            }
             Err(_quiet) => complete.extend((0..shards).filter(|s| plan.is_complete(*s))),
         }
         bar.set_position(complete.len() as u64);
@@ -244,18 +239,16 @@ async fn wait_for_shards(
     Ok(())
 }
 
-async fn consumer_again(
-    done: &stream::Stream,
-    plan: &BuildPlan,
-) -> Result<consumer::pull::Ordered> {
-    tokio::time::sleep(Duration::from_secs(1)).await;
+/// The run's completion announcements, from the first.
+async fn follow(done: &stream::Stream, run: &str) -> Result<consumer::pull::Ordered> {
     let consumer = done
         .create_consumer(consumer::pull::OrderedConfig {
-            filter_subject: done_subject(plan.run_id()),
+            filter_subject: done_subject(run),
             deliver_policy: consumer::DeliverPolicy::All,
             ..Default::default()
         })
-        .await?;
+        .await
+        .context("following the completion stream")?;
     Ok(consumer.messages().await?)
 }
 
@@ -317,6 +310,10 @@ pub fn work(args: &WorkerArgs) -> Result<()> {
                 None => {}
             }
         }
+        // Whatever acks are still buffered go out before the process ends.
+        if let Err(e) = worker.js.client().flush().await {
+            tracing::warn!("flushing the last acks: {e}");
+        }
         tracing::info!("stopped");
         Ok(())
     })
@@ -364,7 +361,11 @@ impl Worker {
         match result {
             Ok(built) => self.announce_and_ack(&task, &built, &message).await,
             Err(e) if is_cancelled(&e) => {
-                let _ = message.ack_with(AckKind::Nak(None)).await;
+                // Confirmed by the server: the process exits next, and an unsent nak would
+                // leave the shard waiting for the ack wait.
+                if let Err(e) = message.double_ack_with(AckKind::Nak(None)).await {
+                    tracing::warn!("handing back shard {}: {e}", task.shard);
+                }
             }
             Err(e) if attempt >= MAX_ATTEMPTS => {
                 tracing::error!("run {}: shard {} failed: {e:#}", task.run, task.shard);
