@@ -295,6 +295,60 @@ fn a_worker_stopped_with_sigterm_hands_its_shard_back_at_once() {
 }
 
 #[test]
+fn a_rerun_publisher_queues_nothing_twice_and_a_failing_shard_fails_the_build() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dataset-queue-rerun");
+    let _ = std::fs::remove_dir_all(&dir);
+    let input = dir.join("in");
+    dataset_inputs::write_posters(&input, 80);
+    let server = NatsServer::start("dataset-queue-rerun");
+    let out = dir.join("out");
+    let publish = |log: &Path| {
+        build_cmd(&input, &out)
+            .args(["--queue", &server.url()])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let logs = [dir.join("publisher-1.log"), dir.join("publisher-2.log")];
+    // No worker yet: the first publisher queues both shards and is killed while it waits.
+    let mut first = publish(&logs[0]);
+    wait_for("the tasks queued", Duration::from_secs(30), || {
+        read(&logs[0]).contains("queued now")
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(
+        read(&logs[0]).contains("2 queued now, 0 still queued"),
+        "{}",
+        read(&logs[0])
+    );
+    let second = publish(&logs[1]);
+    wait_for("the second publisher", Duration::from_secs(30), || {
+        read(&logs[1]).contains("queued now")
+    });
+    assert!(
+        read(&logs[1]).contains("0 queued now, 2 still queued"),
+        "{}",
+        read(&logs[1])
+    );
+    // The folder's manifest no longer matches the tasks' settings: every delivery fails, and
+    // after the last one the publisher reports the shard and exits non-zero.
+    let manifest = read(&out.join("run.json")).replace("\"shard_size\": 40", "\"shard_size\": 41");
+    std::fs::write(out.join("run.json"), manifest).unwrap();
+    let log = dir.join("worker.log");
+    let _worker = Killed(vec![worker(&server.url(), &log, 3)]);
+    let second = finish(second, Duration::from_secs(60));
+    let stderr = read(&logs[1]);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("failed: ") && stderr.contains("other settings or inputs"),
+        "{stderr}"
+    );
+    assert!(read(&log).contains("(delivery 3)"), "{}", read(&log));
+}
+
+#[test]
 fn an_unreachable_server_is_a_clear_error() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dataset-queue-unreachable");
     let _ = std::fs::remove_dir_all(&dir);
@@ -312,6 +366,7 @@ fn an_unreachable_server_is_a_clear_error() {
         .args(["dataset", "worker", "--queue", &url])
         .output();
     for (what, output) in [("build --queue", publish), ("worker", work)] {
+        // Connection refused: no retries, no wait.
         let output = output.unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{what}: {stderr}");
