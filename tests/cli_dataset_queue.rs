@@ -334,10 +334,11 @@ fn a_rerun_publisher_queues_nothing_twice_and_a_failing_shard_fails_the_build() 
     );
     // The folder's manifest no longer matches the tasks' settings: every delivery fails, and
     // after the last one the publisher reports the shard and exits non-zero.
-    let manifest = read(&out.join("run.json")).replace("\"shard_size\": 40", "\"shard_size\": 41");
-    std::fs::write(out.join("run.json"), manifest).unwrap();
+    let manifest = read(&out.join("run.json"));
+    let other = manifest.replace("\"shard_size\": 40", "\"shard_size\": 41");
+    std::fs::write(out.join("run.json"), other).unwrap();
     let log = dir.join("worker.log");
-    let _worker = Killed(vec![worker(&server.url(), &log, 3)]);
+    let failing = Killed(vec![worker(&server.url(), &log, 3)]);
     let second = finish(second, Duration::from_secs(60));
     let stderr = read(&logs[1]);
     assert!(!second.status.success(), "{stderr}");
@@ -346,6 +347,18 @@ fn a_rerun_publisher_queues_nothing_twice_and_a_failing_shard_fails_the_build() 
         "{stderr}"
     );
     assert!(read(&log).contains("(delivery 3)"), "{}", read(&log));
+
+    // With the manifest put back, running the same command again queues the failed shard
+    // anew (no duplicate-id drop) and the build completes.
+    drop(failing);
+    std::fs::write(out.join("run.json"), manifest).unwrap();
+    let logs = [dir.join("publisher-3.log"), dir.join("worker-2.log")];
+    let third = publish(&logs[0]);
+    let _worker = Killed(vec![worker(&server.url(), &logs[1], 3)]);
+    let third = finish(third, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&third.stdout);
+    assert!(third.status.success(), "{}", read(&logs[0]));
+    assert!(stdout.contains("errors: 2 "), "{stdout}");
 }
 
 #[test]

@@ -163,7 +163,10 @@ pub fn publish(args: &BuildArgs, url: &str) -> Result<()> {
                 shard,
                 build: build.clone(),
             };
-            let id = format!("{run}:{shard}");
+            // Two publishers started together share the id, so the server keeps one copy;
+            // one started after a failure report (which advanced the sequence) queues the
+            // failed shard anew rather than being dropped as a duplicate.
+            let id = format!("{run}:{shard}:{seen_before}");
             send(&js, subject, &id, serde_json::to_vec(&task)?).await?;
             queued += 1;
         }
