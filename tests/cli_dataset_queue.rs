@@ -372,14 +372,20 @@ fn an_unreachable_server_is_a_clear_error() {
         .unwrap()
         .port();
     let url = format!("nats://127.0.0.1:{port}");
+    let started = Instant::now();
     let publish = build_cmd(&dir.join("in"), &dir.join("out"))
         .args(["--queue", &url])
         .output();
     let work = letterpress()
         .args(["dataset", "worker", "--queue", &url])
         .output();
+    // Connection refused: one try each, no retry loop.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     for (what, output) in [("build --queue", publish), ("worker", work)] {
-        // Connection refused: no retries, no wait.
         let output = output.unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{what}: {stderr}");
