@@ -13,6 +13,13 @@ use letterpress_ocr::dataset::{BuildPlan, BuildProgress, ShardBuild};
 
 use super::{Done, Task, connect, done_subject, runtime, send, streams};
 
+/// The part of a task a worker of any version can read.
+#[derive(serde::Deserialize)]
+struct TaskId {
+    run: String,
+    shard: usize,
+}
+
 const WORKERS: &str = "letterpress-dataset-workers";
 /// Deliveries of a task that failed before the worker gives up on it and reports the failure
 /// to the publisher (a transient error, e.g. a full disk on one machine, gets other tries).
@@ -131,8 +138,14 @@ impl Worker {
         let task: Task = match serde_json::from_slice(&message.payload) {
             Ok(task) => task,
             Err(e) => {
-                tracing::warn!("dropping an unreadable task: {e}");
-                let _ = message.ack_with(AckKind::Term).await;
+                // E.g. from a publisher of another version: its run and shard, when they can
+                // be read, let the publisher report the failure instead of waiting forever.
+                let error = format!("unreadable task: {e}");
+                tracing::error!("{error}");
+                match serde_json::from_slice::<TaskId>(&message.payload) {
+                    Ok(id) => self.give_up(&id.run, id.shard, error, &message).await,
+                    Err(_) => drop(message.ack_with(AckKind::Term).await),
+                }
                 return;
             }
         };
@@ -154,16 +167,8 @@ impl Worker {
             }
             Err(e) if attempt >= MAX_ATTEMPTS => {
                 tracing::error!("run {}: shard {} failed: {e:#}", task.run, task.shard);
-                let report = Done {
-                    shard: task.shard,
-                    error: Some(format!("{e:#}")),
-                };
-                let id = format!("{}:{}:failed:{attempt}", task.run, task.shard);
-                let payload = serde_json::to_vec(&report).unwrap_or_default();
-                if let Err(e) = send(&self.js, done_subject(&task.run), &id, payload).await {
-                    tracing::warn!("reporting the failure: {e}");
-                }
-                let _ = message.ack_with(AckKind::Term).await;
+                self.give_up(&task.run, task.shard, format!("{e:#}"), &message)
+                    .await;
             }
             Err(e) => {
                 tracing::warn!(
@@ -176,6 +181,21 @@ impl Worker {
                     .await;
             }
         }
+    }
+
+    /// Reports the shard as failed to the publisher and removes its task from the queue.
+    async fn give_up(&self, run: &str, shard: usize, error: String, message: &jetstream::Message) {
+        let attempt = message.info().map_or(1, |i| i.delivered);
+        let report = Done {
+            shard,
+            error: Some(error),
+        };
+        let id = format!("{run}:{shard}:failed:{attempt}");
+        let payload = serde_json::to_vec(&report).unwrap_or_default();
+        if let Err(e) = send(&self.js, done_subject(run), &id, payload).await {
+            tracing::warn!("reporting the failure: {e}");
+        }
+        let _ = message.ack_with(AckKind::Term).await;
     }
 
     /// Builds the task's shard on a blocking thread, telling the server every heartbeat that
