@@ -247,7 +247,7 @@ fn a_worker_stopped_with_sigterm_hands_its_shard_back_at_once() {
     let _ = std::fs::remove_dir_all(&dir);
     let input = dir.join("in");
     dataset_inputs::write_posters(&input, 80);
-    let server = NatsServer::start("dataset-queue-sigterm");
+    let mut server = NatsServer::start("dataset-queue-sigterm");
     let out = dir.join("out");
     let publisher = build_cmd(&input, &out)
         .args(["--queue", &server.url()])
@@ -261,15 +261,7 @@ fn a_worker_stopped_with_sigterm_hands_its_shard_back_at_once() {
     wait_for("worker a building", Duration::from_secs(60), || {
         read(&logs[0]).contains("building shard")
     });
-    let pid = workers.0[0].id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let stopped = workers.0[0].wait().unwrap();
+    let stopped = sigterm(&mut workers.0[0]);
     assert!(stopped.success(), "{stopped:?}: {}", read(&logs[0]));
     assert!(read(&logs[0]).contains("handed back"), "{}", read(&logs[0]));
 
@@ -292,6 +284,29 @@ fn a_worker_stopped_with_sigterm_hands_its_shard_back_at_once() {
         "{}",
         read(&logs[1])
     );
+
+    // An idle worker whose server went away still stops at once.
+    server.kill();
+    let stopped = sigterm(&mut workers.0[1]);
+    assert!(stopped.success(), "{stopped:?}: {}", read(&logs[1]));
+}
+
+/// SIGTERM, then the exit status, which must come within 15 s.
+fn sigterm(child: &mut Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "no exit 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

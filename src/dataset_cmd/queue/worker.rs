@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use async_nats::jetstream::{self, AckKind, consumer};
 use clap::Args;
 use futures_util::StreamExt;
@@ -71,7 +71,8 @@ pub fn work(args: &WorkerArgs) -> Result<()> {
             .await
             .context("creating the workers' consumer")?;
         let stop = Arc::new(AtomicBool::new(false));
-        tokio::spawn(stop_on_signal(stop.clone()));
+        let (stop_tx, mut stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(stop_on_signal(stop.clone(), stop_tx));
         let mut worker = Worker {
             js,
             jobs: args.jobs,
@@ -80,40 +81,61 @@ pub fn work(args: &WorkerArgs) -> Result<()> {
             plan: None,
         };
         tracing::info!("waiting for dataset shards on {}", args.queue);
-        while !worker.stop.load(Ordering::Relaxed) {
-            // One task at a time, asked for only when idle: a prefetched task would wait,
-            // unacknowledged, behind the shard being built.
-            let batch = consumer
-                .batch()
-                .max_messages(1)
-                .expires(Duration::from_secs(2))
-                .messages()
-                .await;
-            let message = match batch {
-                Ok(mut batch) => batch.next().await,
-                Err(e) => Some(Err(e.into())),
+        loop {
+            let message = tokio::select! {
+                Ok(_) = stopped.wait_for(|stop| *stop) => break,
+                message = next_task(&consumer) => message,
             };
             match message {
-                Some(Ok(message)) => worker.handle(message).await,
-                Some(Err(e)) => {
-                    tracing::warn!("taking a task: {e}");
+                Ok(Some(message)) => worker.handle(message).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("taking a task: {e:#}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                None => {}
+            }
+            if worker.stop.load(Ordering::Relaxed) {
+                break;
             }
         }
-        // Whatever acks are still buffered go out before the process ends.
-        if let Err(e) = worker.js.client().flush().await {
-            tracing::warn!("flushing the last acks: {e}");
+        // Whatever acks are still buffered go out before the process ends (unless the
+        // server is away: the tasks then come back after the ack wait).
+        let client = worker.js.client();
+        match tokio::time::timeout(Duration::from_secs(5), client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("flushing the last acks: {e}"),
+            Err(_) => tracing::warn!("flushing the last acks: no answer from the server"),
         }
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-async fn stop_on_signal(stop: Arc<AtomicBool>) {
+/// The next task, if one comes within a few seconds. One task at a time, asked for only
+/// when idle: a prefetched task would wait, unacknowledged, behind the shard being built.
+/// Bounded also while the server is away (the pull request's expiry comes from the server).
+async fn next_task(consumer: &consumer::PullConsumer) -> Result<Option<jetstream::Message>> {
+    let request = async {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await?;
+        batch.next().await.transpose().map_err(|e| anyhow!("{e}"))
+    };
+    match tokio::time::timeout(Duration::from_secs(5), request).await {
+        Ok(message) => message,
+        Err(_) => Err(anyhow!("no answer from the server in 5 s")),
+    }
+}
+
+async fn stop_on_signal(stop: Arc<AtomicBool>, stopped: tokio::sync::watch::Sender<bool>) {
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
     else {
+        // Without the handler the worker runs until killed; the sender must live on, or
+        // the main loop would read its end as a stop.
+        std::future::pending::<()>().await;
         return;
     };
     tokio::select! {
@@ -122,6 +144,9 @@ async fn stop_on_signal(stop: Arc<AtomicBool>) {
     }
     tracing::info!("stopping: the current shard is abandoned and handed back");
     stop.store(true, Ordering::Relaxed);
+    let _ = stopped.send(true);
+    // Kept open so that the main loop sees the stop, not a closed channel.
+    std::future::pending::<()>().await;
 }
 
 struct Worker {
