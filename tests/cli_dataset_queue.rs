@@ -187,8 +187,9 @@ fn two_workers_one_killed_and_a_server_restart_match_the_single_process_build() 
     );
 
     // The server goes away and comes back on the same store while worker b builds.
+    // Down for 2 s while worker b builds and the publisher waits.
     server.kill();
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(2));
     server.restart();
 
     let output = finish(publisher, Duration::from_secs(120));

@@ -95,13 +95,27 @@ async fn streams(js: &jetstream::Context) -> Result<(stream::Stream, stream::Str
     Ok((tasks, done))
 }
 
-/// Publishes `payload` with a message id (deduplicated by the server) and waits for the
-/// stream's acknowledgement.
+/// Publishes `payload` with a message id (deduplicated by the server, so a retry after a
+/// lost acknowledgement stores it once) and waits for the stream's acknowledgement, retrying
+/// for about a minute while the server is away (a restart).
 async fn send(js: &jetstream::Context, subject: String, id: &str, payload: Vec<u8>) -> Result<()> {
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", id);
-    js.publish_with_headers(subject, headers, payload.into())
-        .await?
-        .await?;
-    Ok(())
+    let mut tries = 0;
+    loop {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        let stored = async {
+            js.publish_with_headers(subject.clone(), headers, payload.clone().into())
+                .await?
+                .await
+        };
+        match stored.await {
+            Ok(_) => return Ok(()),
+            Err(e) if tries < 10 => {
+                tracing::warn!("publishing to {subject}: {e} (retrying)");
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(anyhow!("publishing to {subject}: {e}")),
+        }
+    }
 }

@@ -87,9 +87,20 @@ async fn wait_for_shards(
         "{bar:40} {pos}/{len} shards {elapsed_precise} {msg}",
     )?);
     bar.set_position(complete.len() as u64);
-    let mut messages = follow(done, plan.run_id()).await?;
+    let mut messages = Some(follow(done, plan.run_id()).await?);
     while complete.len() < shards {
-        let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await;
+        let Some(following) = &mut messages else {
+            // Followed again once the server answers; the folder is rescanned meanwhile.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            complete.extend((0..shards).filter(|s| plan.is_complete(*s)));
+            bar.set_position(complete.len() as u64);
+            messages = follow(done, plan.run_id())
+                .await
+                .inspect_err(|e| tracing::warn!("{e:#}"))
+                .ok();
+            continue;
+        };
+        let next = tokio::time::timeout(Duration::from_secs(5), following.next()).await;
         match next {
             Ok(Some(Ok(message))) => {
                 let sequence = message.info().map_or(u64::MAX, |i| i.stream_sequence);
@@ -109,12 +120,9 @@ async fn wait_for_shards(
             }
             Ok(Some(Err(e))) => {
                 tracing::warn!("completion stream: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                messages = None;
             }
-            Ok(None) => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                messages = follow(done, plan.run_id()).await?;
-            }
+            Ok(None) => messages = None,
             Err(_quiet) => complete.extend((0..shards).filter(|s| plan.is_complete(*s))),
         }
         bar.set_position(complete.len() as u64);

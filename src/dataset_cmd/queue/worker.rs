@@ -272,21 +272,9 @@ impl Worker {
         };
         let payload = serde_json::to_vec(&report).unwrap_or_default();
         let id = format!("{}:{}:done", task.run, task.shard);
-        let mut announced = false;
-        for _ in 0..10 {
-            match send(&self.js, done_subject(&task.run), &id, payload.clone()).await {
-                Ok(()) => {
-                    announced = true;
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!("announcing shard {}: {e}", task.shard);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
-        if !announced {
+        if let Err(e) = send(&self.js, done_subject(&task.run), &id, payload).await {
             // Not acked: the redelivery finds the shard complete and announces it.
+            tracing::warn!("announcing shard {}: {e:#}", task.shard);
             let _ = message.ack_with(AckKind::Nak(None)).await;
             return;
         }
