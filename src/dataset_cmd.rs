@@ -1,12 +1,17 @@
 //! `letterpress dataset build`: the CLI over `letterpress_ocr::dataset`.
 
-use std::path::PathBuf;
+mod queue;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use letterpress_ocr::OcrConfig;
-use letterpress_ocr::dataset::{self, BuildConfig, BuildProgress, DecodeLimits, Filters};
+use letterpress_ocr::dataset::{
+    self, BuildConfig, BuildProgress, BuildReport, DecodeLimits, Filters,
+};
+use serde::{Deserialize, Serialize};
 
 #[derive(Subcommand)]
 pub enum DatasetCommand {
@@ -15,15 +20,19 @@ pub enum DatasetCommand {
     /// A synthetic poster corpus (procedural backgrounds, planned text, glyph masks,
     /// captions) in the same shard format.
     Synth(SynthArgs),
+    /// Take shards of `dataset build --queue` builds from NATS and write them (to the build's
+    /// output folder, which must be at the same path on every machine).
+    Worker(queue::WorkerArgs),
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, ValueEnum, Serialize, Deserialize)]
 enum Export {
     /// Layout-planner fine-tuning data: FastChat/vicuna conversations in `planner.json`.
     Planner,
 }
 
-#[derive(Args)]
+/// The build's settings; a queued build sends them to the workers in each task (serde).
+#[derive(Args, Clone, Serialize, Deserialize)]
 pub struct BuildArgs {
     /// A folder of images (sidecar captions `name.txt` / `name.json`), a file list (one path
     /// per line, optionally `path<TAB>caption`), or WebDataset `.tar` shard(s).
@@ -82,12 +91,22 @@ pub struct BuildArgs {
     /// text-area filter. Kept samples are the same either way; the first stage is on by default.
     #[arg(long)]
     no_first_stage: bool,
+    /// Build across machines: publish one task per shard to this NATS server
+    /// (`nats://host:4222`, JetStream enabled), show the whole job's progress and print the
+    /// summary once `letterpress dataset worker --queue` processes have built every shard.
+    #[arg(long, value_name = "URL")]
+    #[serde(skip)]
+    queue: Option<String>,
 }
 
 pub fn run(cmd: DatasetCommand) -> Result<()> {
     match cmd {
-        DatasetCommand::Build(args) => build(args),
+        DatasetCommand::Build(args) => match args.queue.clone() {
+            Some(url) => queue::publish(&args, &url),
+            None => build(args),
+        },
         DatasetCommand::Synth(args) => synth(args),
+        DatasetCommand::Worker(args) => queue::work(&args),
     }
 }
 
@@ -186,6 +205,12 @@ fn build(args: BuildArgs) -> Result<()> {
     let bar = progress_bar()?;
     let report = dataset::build(&config, &bar)?;
     bar.0.finish_and_clear();
+    print_summary(&report, &config.output);
+    Ok(())
+}
+
+/// The build's summary on stdout, the same for a local and a queued build.
+fn print_summary(report: &BuildReport, output: &Path) {
     let s = &report.stats;
     println!(
         "inputs: {} ({:?}), shards: {} ({} resumed)",
@@ -200,7 +225,6 @@ fn build(args: BuildArgs) -> Result<()> {
     println!(
         "errors: {} (see {})",
         s.errors,
-        config.output.join("errors.jsonl").display()
+        output.join("errors.jsonl").display()
     );
-    Ok(())
 }

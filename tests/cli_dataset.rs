@@ -7,16 +7,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use image::ImageEncoder;
-use letterpress_layout::{BBox, Layout, TextLine};
-use letterpress_render::Renderer;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-const WORDS: [&str; 12] = [
-    "summer", "sale", "coffee", "house", "jazz", "night", "book", "fair", "open", "late", "film",
-    "club",
-];
+#[path = "common/dataset_inputs.rs"]
+mod dataset_inputs;
 
 fn build_cmd(input: &Path, out: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_letterpress"));
@@ -33,32 +28,9 @@ fn sigkill_at_a_random_moment_then_rerun_gives_every_input_exactly_once() {
     let dir = std::env::temp_dir().join(format!("letterpress-kill-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let input = dir.join("in");
-    std::fs::create_dir_all(&input).unwrap();
-    let renderer = Renderer::with_default_font().unwrap();
     let n = 240;
-    for i in 0..n {
-        let path = input.join(format!("img{i:04}.png"));
-        if i % 40 == 7 {
-            // Some inputs are broken: they must be counted once too, as errors.
-            std::fs::write(&path, b"not a png").unwrap();
-            continue;
-        }
-        let words = [WORDS[i % 12], WORDS[(i * 7 + 3) % 12]];
-        let layout = Layout::new(
-            256,
-            256,
-            vec![
-                TextLine::new(words[0], BBox::new(16, 30, 240, 110)),
-                TextLine::new(words[1], BBox::new(16, 140, 240, 220)),
-            ],
-        );
-        let image = renderer.render(&layout).unwrap().inverse();
-        let mut png = Vec::new();
-        image::codecs::png::PngEncoder::new(&mut png)
-            .write_image(image.as_raw(), 256, 256, image::ExtendedColorType::L8)
-            .unwrap();
-        std::fs::write(&path, png).unwrap();
-    }
+    // Some inputs are broken: they must be counted once too, as errors.
+    assert_eq!(dataset_inputs::write_posters(&input, n), 6);
     let out = dir.join("out");
 
     let seed: u64 = std::time::SystemTime::now()

@@ -48,6 +48,9 @@ pub enum DatasetError {
     #[error("{0}")]
     Config(String),
 
+    #[error("the build was cancelled")]
+    Cancelled,
+
     #[error(transparent)]
     Ocr(#[from] OcrError),
 

@@ -22,6 +22,8 @@ pub use filters::{FILTER_NAMES, Filters};
 pub use input::{InputKind, detect_kind};
 pub use photos::{PHOTO_KINDS, textless_photo};
 pub use reader::{ShardSample, read_samples, shard_paths};
-pub use run::{BuildConfig, BuildProgress, BuildReport, NoProgress, RUN_FILE, build};
+pub use run::{
+    BuildConfig, BuildPlan, BuildProgress, BuildReport, NoProgress, RUN_FILE, ShardBuild, build,
+};
 pub use shard::Stats;
 pub use synth::{COLOURS, SynthConfig, SynthReport, synth};

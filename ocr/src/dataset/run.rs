@@ -76,6 +76,11 @@ pub trait BuildProgress: Sync {
     fn start(&self, _to_do: u64, _done_before: u64) {}
     /// One more input processed.
     fn advance(&self) {}
+    /// Polled between inputs: true stops the build, which then fails with
+    /// [`DatasetError::Cancelled`] and leaves the shard it was writing incomplete.
+    fn cancelled(&self) -> bool {
+        false
+    }
 }
 
 /// No progress output.
@@ -101,11 +106,16 @@ fn key_for(index: usize, shard_size: usize) -> String {
     format!("{:05}{:0digits$}", index / shard_size, index % shard_size)
 }
 
-/// FNV-1a over the input sources: a stable fingerprint of the input order.
+/// A stable fingerprint of the input order.
 fn fingerprint(inputs: &[Input]) -> String {
+    fnv1a(inputs.iter().map(|i| i.source.as_str()))
+}
+
+/// FNV-1a over strings, each ended by a zero byte, as 16 hex digits.
+fn fnv1a<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for input in inputs {
-        for b in input.source.bytes().chain([0]) {
+    for part in parts {
+        for b in part.bytes().chain([0]) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
@@ -178,72 +188,166 @@ fn check_build_config(config: &BuildConfig) -> Result<(), DatasetError> {
     Ok(())
 }
 
-/// Builds (or resumes building) a dataset.
-pub fn build(
-    config: &BuildConfig,
-    progress: &dyn BuildProgress,
-) -> Result<BuildReport, DatasetError> {
-    check_build_config(config)?;
-    let kind = input::detect_kind(&config.input)?;
-    let inputs = input::enumerate(&config.input, kind)?;
-    std::fs::create_dir_all(&config.output).map_err(|e| DatasetError::io(&config.output, e))?;
-    let out = config.output.as_path();
+/// A build's inputs and settings, checked against the output folder's run manifest (written
+/// when missing): what a whole build, or one shard of it built alone, works from.
+pub struct BuildPlan {
+    config: BuildConfig,
+    kind: InputKind,
+    inputs: Vec<Input>,
+    ocr: Value,
+    run_id: String,
+}
 
-    let ocr = ocr_meta(&config.ocr);
-    let manifest = json!({
-        "letterpress_version": env!("CARGO_PKG_VERSION"),
-        "input": std::fs::canonicalize(&config.input).unwrap_or(config.input.clone()),
-        "input_kind": kind,
-        "inputs": inputs.len(),
-        "inputs_fingerprint": fingerprint(&inputs),
-        "shard_size": config.shard_size,
-        "limits": config.limits,
-        "resize_short_side": config.resize,
-        "filters": config.filters,
-        "ocr": ocr,
-        "export_planner": config.export_planner,
-        "first_stage": config.first_stage,
-    });
-    check_manifest(&out.join(RUN_FILE), &manifest)?;
-
-    let shards = inputs.len().div_ceil(config.shard_size);
-    let complete: Vec<bool> = (0..shards)
-        .map(|s| ShardFiles::new(out, s).is_complete())
-        .collect();
-    let work: Vec<usize> = (0..inputs.len())
-        .filter(|i| !complete[i / config.shard_size])
-        .collect();
-    let resumed = complete.iter().filter(|c| **c).count();
-    progress.start(work.len() as u64, (inputs.len() - work.len()) as u64);
-    if resumed > 0 {
-        tracing::info!("resuming: {resumed} of {shards} shards already complete");
+impl BuildPlan {
+    /// Checks the settings, enumerates the inputs, creates the output folder and writes or
+    /// checks its run manifest.
+    pub fn new(config: &BuildConfig) -> Result<Self, DatasetError> {
+        check_build_config(config)?;
+        let kind = input::detect_kind(&config.input)?;
+        let inputs = input::enumerate(&config.input, kind)?;
+        std::fs::create_dir_all(&config.output).map_err(|e| DatasetError::io(&config.output, e))?;
+        let ocr = ocr_meta(&config.ocr);
+        let manifest = json!({
+            "letterpress_version": env!("CARGO_PKG_VERSION"),
+            "input": std::fs::canonicalize(&config.input).unwrap_or(config.input.clone()),
+            "input_kind": kind,
+            "inputs": inputs.len(),
+            "inputs_fingerprint": fingerprint(&inputs),
+            "shard_size": config.shard_size,
+            "limits": config.limits,
+            "resize_short_side": config.resize,
+            "filters": config.filters,
+            "ocr": ocr,
+            "export_planner": config.export_planner,
+            "first_stage": config.first_stage,
+        });
+        check_manifest(&config.output.join(RUN_FILE), &manifest)?;
+        // The output folder and the manifest name the run: two builds share an id only when
+        // they would write the same shards to the same place.
+        let output = std::fs::canonicalize(&config.output).unwrap_or(config.output.clone());
+        let run_id = fnv1a([output.to_string_lossy().as_ref(), &manifest.to_string()]);
+        Ok(BuildPlan {
+            config: config.clone(),
+            kind,
+            inputs,
+            ocr,
+            run_id,
+        })
     }
 
-    if !work.is_empty() {
+    pub fn input_kind(&self) -> InputKind {
+        self.kind
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    pub fn shards(&self) -> usize {
+        self.inputs.len().div_ceil(self.config.shard_size)
+    }
+
+    /// A stable name of the run (16 hex digits), the same for every process planning the same
+    /// build into the same output folder.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Whether shard `shard` was completed (its files renamed into place).
+    pub fn is_complete(&self, shard: usize) -> bool {
+        ShardFiles::new(&self.config.output, shard).is_complete()
+    }
+
+    /// Builds shard `shard` alone, exactly as a whole build would (same keys, same bytes),
+    /// unless it is complete already. Leftover partial files of the shard are replaced.
+    pub fn build_shard(
+        &self,
+        shard: usize,
+        progress: &dyn BuildProgress,
+    ) -> Result<ShardBuild, DatasetError> {
+        if shard >= self.shards() {
+            return Err(DatasetError::Config(format!(
+                "shard {shard} does not exist: the run has {} shards",
+                self.shards()
+            )));
+        }
+        let files = ShardFiles::new(&self.config.output, shard);
+        if files.is_complete() {
+            return Ok(ShardBuild {
+                stats: shard::read_stats(&files)?,
+                already_complete: true,
+            });
+        }
+        let size = self.config.shard_size;
+        let work: Vec<usize> =
+            (shard * size..((shard + 1) * size).min(self.inputs.len())).collect();
+        progress.start(work.len() as u64, 0);
+        self.process(&work, progress)?;
+        Ok(ShardBuild {
+            stats: shard::read_stats(&files)?,
+            already_complete: false,
+        })
+    }
+
+    /// Merges the shards into the output folder's totals (`stats.json`, `errors.jsonl`,
+    /// `planner.json`); every shard must be complete. `resumed` is reported as given.
+    pub fn finish(&self, resumed: usize) -> Result<BuildReport, DatasetError> {
+        let stats = merge_shards(&self.config, self.shards(), self.inputs.len())?;
+        Ok(BuildReport {
+            input_kind: self.kind,
+            inputs: self.inputs.len(),
+            shards: self.shards(),
+            shards_resumed: resumed,
+            stats,
+        })
+    }
+
+    fn process(&self, work: &[usize], progress: &dyn BuildProgress) -> Result<(), DatasetError> {
         let renderer = Renderer::new(RenderOptions {
             missing_glyph: MissingGlyph::Skip,
             ..RenderOptions::default()
         })?;
         let cx = SampleContext {
-            limits: &config.limits,
-            resize: config.resize,
-            filters: &config.filters,
+            limits: &self.config.limits,
+            resize: self.config.resize,
+            filters: &self.config.filters,
             renderer: &renderer,
-            ocr_meta: &ocr,
-            export_planner: config.export_planner,
-            first_stage: config.first_stage,
+            ocr_meta: &self.ocr,
+            export_planner: self.config.export_planner,
+            first_stage: self.config.first_stage,
         };
-        process_work(config, &inputs, &work, &cx, progress)?;
+        process_work(&self.config, &self.inputs, work, &cx, progress)
     }
+}
 
-    let stats = merge_shards(config, shards, inputs.len())?;
-    Ok(BuildReport {
-        input_kind: kind,
-        inputs: inputs.len(),
-        shards,
-        shards_resumed: resumed,
-        stats,
-    })
+/// One shard built alone.
+#[derive(Debug, Clone)]
+pub struct ShardBuild {
+    pub stats: Stats,
+    /// The shard was complete before: nothing was built.
+    pub already_complete: bool,
+}
+
+/// Builds (or resumes building) a dataset.
+pub fn build(
+    config: &BuildConfig,
+    progress: &dyn BuildProgress,
+) -> Result<BuildReport, DatasetError> {
+    let plan = BuildPlan::new(config)?;
+    let shards = plan.shards();
+    let complete: Vec<bool> = (0..shards).map(|s| plan.is_complete(s)).collect();
+    let work: Vec<usize> = (0..plan.inputs())
+        .filter(|i| !complete[i / config.shard_size])
+        .collect();
+    let resumed = complete.iter().filter(|c| **c).count();
+    progress.start(work.len() as u64, (plan.inputs() - work.len()) as u64);
+    if resumed > 0 {
+        tracing::info!("resuming: {resumed} of {shards} shards already complete");
+    }
+    if !work.is_empty() {
+        plan.process(&work, progress)?;
+    }
+    plan.finish(resumed)
 }
 
 /// Merges the complete shards' statistics, errors and planner conversations into the
@@ -316,7 +420,7 @@ fn process_work(
                         return;
                     }
                 };
-                while !stop.load(Ordering::Relaxed) {
+                while !stop.load(Ordering::Relaxed) && !progress.cancelled() {
                     let pos = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&index) = work.get(pos) else { break };
                     let key = key_for(index, config.shard_size);
@@ -369,6 +473,9 @@ fn collect(
     let mut next = 0;
     let mut writer: Option<ShardWriter> = None;
     for message in rx {
+        if progress.cancelled() {
+            return Err(DatasetError::Cancelled);
+        }
         let (pos, outcome) = message?;
         pending.insert(pos, outcome);
         while let Some(outcome) = pending.remove(&next) {
@@ -398,6 +505,9 @@ fn collect(
             next += 1;
             progress.advance();
         }
+    }
+    if next < work.len() && progress.cancelled() {
+        return Err(DatasetError::Cancelled);
     }
     if next < work.len() {
         return Err(DatasetError::Config(format!(

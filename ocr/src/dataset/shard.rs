@@ -96,6 +96,9 @@ pub(crate) fn partial(path: &Path) -> PathBuf {
 }
 
 fn create(path: &Path) -> Result<BufWriter<File>, DatasetError> {
+    // A leftover partial file (of a killed run) is unlinked rather than truncated: a process
+    // still holding it open then writes to a file no longer in the folder, never into this one.
+    let _ = std::fs::remove_file(path);
     File::create(path)
         .map(|f| BufWriter::with_capacity(1 << 20, f))
         .map_err(|e| DatasetError::io(path, e))
@@ -109,7 +112,31 @@ fn commit(mut w: BufWriter<File>, path: &Path) -> Result<(), DatasetError> {
         .into_inner()
         .map_err(|e| DatasetError::io(&tmp, e.into_error()))?;
     file.sync_all().map_err(|e| DatasetError::io(&tmp, e))?;
+    still_ours(&file, &tmp)?;
     std::fs::rename(&tmp, path).map_err(|e| DatasetError::io(path, e))
+}
+
+/// Refuses to rename a partial file that another process replaced: two processes building
+/// the same shard (a queued shard given to a second worker while the first, cut off from the
+/// queue, still builds it) must not put the other's unfinished file into place.
+#[cfg(unix)]
+fn still_ours(file: &File, tmp: &Path) -> Result<(), DatasetError> {
+    use std::os::unix::fs::MetadataExt;
+    let ours = file.metadata().map_err(|e| DatasetError::io(tmp, e))?;
+    let there = std::fs::metadata(tmp).map_err(|e| DatasetError::io(tmp, e))?;
+    if (ours.dev(), ours.ino()) == (there.dev(), there.ino()) {
+        Ok(())
+    } else {
+        Err(DatasetError::io(
+            tmp,
+            std::io::Error::other("replaced by another process writing the same shard"),
+        ))
+    }
+}
+
+#[cfg(not(unix))]
+fn still_ours(_: &File, _: &Path) -> Result<(), DatasetError> {
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a partial file and a rename.
@@ -246,4 +273,26 @@ pub(crate) fn read_stats(files: &ShardFiles) -> Result<Stats, DatasetError> {
         path: files.stats.clone(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_writer_whose_partial_files_were_replaced_does_not_rename_them() {
+        let dir = std::env::temp_dir().join(format!("letterpress-shard-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // A second process starts the same shard while the first still writes it.
+        let first = ShardWriter::create(&dir, 3, 1, false).unwrap();
+        let second = ShardWriter::create(&dir, 3, 1, false).unwrap();
+        let err = first.finish().unwrap_err().to_string();
+        assert!(err.contains("replaced by another process"), "{err}");
+        assert!(!ShardFiles::new(&dir, 3).is_complete());
+        second.finish().unwrap();
+        assert!(ShardFiles::new(&dir, 3).is_complete());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
