@@ -133,7 +133,13 @@ fn main() {
         );
     }
     // The service logs each request (with its request id) by default; the CLI only warnings.
-    let default_log = if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+    // So do the workers, which run unattended.
+    let default_log = if matches!(
+        cli.command,
+        Command::Serve(_)
+            | Command::Worker(_)
+            | Command::Dataset(dataset_cmd::DatasetCommand::Worker(_))
+    ) {
         "info"
     } else {
         "warn"
