@@ -13,13 +13,15 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    /// Starts a JetStream server with file storage in a fresh directory under the target dir.
+    /// Starts a JetStream server with file storage in a fresh directory under the target dir
+    /// (the system's temporary directory for unit tests, which have no such dir).
     pub fn start(name: &str) -> NatsServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let store = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("nats-{name}-{port}"));
+        let tmp = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, PathBuf::from);
+        let store = tmp.join(format!("nats-{name}-{port}"));
         let _ = std::fs::remove_dir_all(&store);
         std::fs::create_dir_all(&store).expect("the JetStream store directory");
         let mut server = NatsServer {

@@ -32,6 +32,8 @@ mod events;
 mod files;
 mod fleet;
 mod jobs;
+#[cfg(test)]
+mod tests;
 
 pub use fleet::{ModelInfo, QueueDepth};
 

@@ -331,6 +331,11 @@ impl Inner {
     ) -> Result<Status, StoreError> {
         let record = self
             .settle(id, |r| {
+                // Ended already: a worker that lost NATS for longer than the ack wait ran it
+                // while another did, and the first outcome stands.
+                if r.status().is_terminal() {
+                    return None;
+                }
                 r.end(status, output.clone(), error.clone());
                 Some(())
             })
@@ -370,8 +375,11 @@ impl Inner {
     pub(super) async fn requeue(&self, id: &str) -> Result<Status, StoreError> {
         let record = self
             .settle(id, |r| {
+                if r.status().is_terminal() {
+                    return None;
+                }
                 if r.cancel_requested {
-                    r.end(Status::Canceled, None, None);
+                    r.end(Status::Canceled, None, Some(canceled_by_client()));
                 } else {
                     r.status = Status::Queued.as_str().into();
                     r.started_ms = None;
