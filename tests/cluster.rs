@@ -155,10 +155,10 @@ fn letterpress(args: &[&str]) -> Command {
     command
 }
 
-/// A job that denoises long enough for a kill to land mid-way.
+/// A job that denoises long enough (about a second) for a kill to land mid-way.
 fn request(seed: u64) -> Value {
     json!({"prompt": format!("a poster that says 'JOB{seed}'"), "width": 64, "height": 64,
-           "steps": 40, "seed": seed})
+           "steps": 60, "seed": seed})
 }
 
 fn file_path(url: &Value) -> String {
@@ -183,11 +183,14 @@ fn two_nodes_two_workers_one_killed_every_job_succeeds_once() {
     let first = ids[0].clone();
     let streamed = std::thread::scope(|scope| {
         let live = scope.spawn(|| nodes[1].numbered_events(&first));
-        // Both workers are busy while the queue holds jobs: kill one mid-job.
+        // Kill one worker the moment two jobs are under way at once, so each worker holds one.
         let deadline = Instant::now() + Duration::from_secs(120);
-        while nodes[0].get_json(&format!("/v1/generations/{}", ids[2]))["status"] == "queued" {
-            assert!(Instant::now() < deadline, "the third job never started");
-            std::thread::sleep(Duration::from_millis(50));
+        let under_way = |id: &String| {
+            let status = nodes[0].get_json(&format!("/v1/generations/{id}"))["status"].clone();
+            ["planning", "rendering", "running"].contains(&status.as_str().unwrap())
+        };
+        while ids.iter().filter(|id| under_way(id)).count() < 2 {
+            assert!(Instant::now() < deadline, "two jobs never ran at once");
         }
         workers[0].kill();
         live.join().unwrap()
