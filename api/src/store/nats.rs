@@ -84,7 +84,11 @@ struct Inner {
     consumer: Mutex<Option<jetstream::consumer::PullConsumer>>,
     /// Jobs this process is running: the handle that acknowledges each one's message.
     leases: Mutex<HashMap<String, Arc<jetstream::message::Acker>>>,
+    /// Told of a cancel for a job this process may be running.
+    cancel_hook: OnceLock<CancelHook>,
 }
+
+type CancelHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The runtime every NATS call runs on; it lives as long as the process (a runtime may not
 /// be dropped from inside another, which is where the last store handle may go).
@@ -164,6 +168,10 @@ impl NatsStore {
         let id = id.to_string();
         self.block(move |s| async move {
             s.update(&id, |r| {
+                // Ended by another worker meanwhile (this one lost NATS past the ack wait).
+                if Status::parse(&r.status).is_terminal() {
+                    return None;
+                }
                 r.status = status.as_str().into();
                 Some(())
             })
@@ -261,9 +269,13 @@ impl NatsStore {
     }
 
     /// Calls `on_cancel(job)` for every cancel requested of a running job, on any node.
-    pub fn on_cancels(&self, on_cancel: impl Fn(&str) + Send + 'static) {
+    /// Also for cancels recorded while this process was away from NATS: the running jobs'
+    /// records are read each time their leases are renewed.
+    pub fn on_cancels(&self, on_cancel: impl Fn(&str) + Send + Sync + 'static) {
+        let on_cancel: CancelHook = Arc::new(on_cancel);
+        let _ = self.inner.cancel_hook.set(on_cancel.clone());
         let inner = self.inner.clone();
-        runtime().spawn(async move { inner.forward_cancels(on_cancel).await });
+        runtime().spawn(async move { inner.forward_cancels(move |id| on_cancel(id)).await });
     }
 
     pub fn put_file(&self, record: &FileRecord, bytes: &[u8]) -> Result<(), StoreError> {
@@ -352,6 +364,7 @@ impl Inner {
             options,
             consumer: Mutex::default(),
             leases: Mutex::default(),
+            cancel_hook: OnceLock::new(),
         })
     }
 

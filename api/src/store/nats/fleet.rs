@@ -94,6 +94,8 @@ impl Inner {
 
     /// Tells the server every running job is still in progress, so its ack wait restarts
     /// while the worker denoises; a killed worker stops telling, and the job goes to another.
+    /// Each job's record is read too: a cancel whose message this process missed (it was
+    /// reconnecting) still stops the job.
     async fn keep_leases(self: std::sync::Arc<Self>) {
         let period = (self.options.ack_wait / 3).max(Duration::from_millis(200));
         let mut tick = tokio::time::interval(period);
@@ -103,11 +105,17 @@ impl Inner {
                 .leases
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
+                .iter()
+                .map(|(id, acker)| (id.clone(), acker.clone()))
                 .collect();
-            for acker in leases {
+            for (id, acker) in leases {
                 let _ = acker.ack_with(AckKind::Progress).await;
+                let canceled = self.record(&id).await.ok().flatten();
+                if canceled.is_some_and(|(r, _)| r.cancel_requested)
+                    && let Some(hook) = self.cancel_hook.get()
+                {
+                    hook(&id);
+                }
             }
         }
     }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::kv::{CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::message::Acker;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -31,6 +32,9 @@ pub(super) struct Record {
     pub cancel_requested: bool,
     model: String,
     request_hash: Option<String>,
+    /// Times a worker handed it back at shutdown (redeliveries that are not failures).
+    #[serde(default)]
+    handbacks: u32,
 }
 
 impl Record {
@@ -69,7 +73,8 @@ impl Record {
     }
 }
 
-/// Half-second tries of recording a job's end: a minute for NATS to come back.
+/// Tries of recording a job's end, half a second apart (each also waits up to the request
+/// timeout while NATS is down): minutes for NATS to come back.
 const SETTLE_TRIES: u32 = 120;
 
 fn canceled_by_client() -> (String, String) {
@@ -131,7 +136,9 @@ impl Inner {
         idempotency: Option<(String, String)>,
         capacity: usize,
     ) -> Result<Insert, StoreError> {
-        let model = job.model.clone().unwrap_or_default();
+        let Some(model) = job.model.clone().filter(|m| !m.is_empty()) else {
+            return Err(StoreError::Nats("no model to queue the job for".into()));
+        };
         if let Some((key, _)) = &idempotency {
             let key = idempotency_key(&job.owner, key);
             if let Some(existing) = self
@@ -165,6 +172,7 @@ impl Inner {
             cancel_requested: false,
             model: model.clone(),
             request_hash: idempotency.as_ref().map(|(_, h)| h.clone()),
+            handbacks: 0,
         };
         self.jobs
             .create(&job.id, serde_json::to_vec(&record)?.into())
@@ -186,27 +194,50 @@ impl Inner {
                         .existing(String::from_utf8_lossy(&id.unwrap_or_default()).into())
                         .await;
                 }
-                Err(e) => return Err(err("idempotency")(e)),
+                Err(e) => {
+                    let _ = self.jobs.purge(&job.id).await;
+                    return Err(err("idempotency")(e));
+                }
             }
         }
-        // Its first event before any worker can add one.
-        if let Some(seq) = self
-            .append_event(&job.id, "queued", &json!({}), false)
-            .await?
-        {
-            self.publish_live(&job.id, seq, "queued", &json!({})).await;
+        if let Err(e) = self.enqueue(&job.id, &model).await {
+            // Not queued: nothing may point at the record, or a retry with the same key would
+            // find a job no worker will ever see.
+            self.forget(&job, idempotency.as_ref().map(|(k, _)| k.as_str()))
+                .await;
+            return Err(e);
+        }
+        Ok(Insert::Created)
+    }
+
+    /// Writes the job's first event, before any worker can add one, and its work message.
+    async fn enqueue(&self, id: &str, model: &str) -> Result<(), StoreError> {
+        if let Some(seq) = self.append_event(id, "queued", &json!({}), false).await? {
+            self.publish_live(id, seq, "queued", &json!({})).await;
         }
         // The message id makes a retried publish of the same job a no-op.
         let publish = async_nats::jetstream::message::PublishMessage::build()
-            .payload(job.id.clone().into())
-            .message_id(&job.id);
+            .payload(id.to_string().into())
+            .message_id(id);
         self.js
-            .send_publish(job_subject(&model), publish)
+            .send_publish(job_subject(model), publish)
             .await
             .map_err(err("queueing a job"))?
             .await
             .map_err(err("queueing a job"))?;
-        Ok(Insert::Created)
+        Ok(())
+    }
+
+    /// Removes a job that could not be queued: its record and, when it holds it, its key.
+    async fn forget(&self, job: &Job, key: Option<&str>) {
+        let _ = self.jobs.purge(&job.id).await;
+        if let Some(key) = key {
+            let key = idempotency_key(&job.owner, key);
+            let ours = self.idempotency.get(&key).await.ok().flatten();
+            if ours.is_some_and(|id| id == job.id.as_bytes()) {
+                let _ = self.idempotency.purge(&key).await;
+            }
+        }
     }
 
     async fn existing(&self, id: String) -> Result<Insert, StoreError> {
@@ -243,37 +274,55 @@ impl Inner {
         let delivered = message.info().map(|i| i.delivered).unwrap_or(1).max(1) as u32;
         let (message, acker) = message.split();
         let id = String::from_utf8_lossy(&message.payload).to_string();
-        let acker = Arc::new(acker);
+        self.take(id, delivered, Arc::new(acker)).await
+    }
+
+    /// Starts a pulled job: skips (acknowledges) one that ended meanwhile, fails one out of
+    /// deliveries, and otherwise marks it `planning` and holds its message.
+    async fn take(
+        &self,
+        id: String,
+        delivered: u32,
+        acker: Arc<Acker>,
+    ) -> Result<Option<Job>, StoreError> {
         let Some((record, _)) = self.record(&id).await? else {
             let _ = acker.ack_with(AckKind::Term).await;
             return Ok(None);
         };
+        // Hand-backs at shutdown are redeliveries too, but not failed attempts.
+        let attempt = delivered.saturating_sub(record.handbacks).max(1);
         if record.status().is_terminal() {
             // Canceled while queued, or finished by a worker whose acknowledgement was lost.
             let _ = acker.ack().await;
             return Ok(None);
         }
-        if delivered > self.options.max_deliveries {
-            self.dead_letter(record, delivered).await?;
+        if attempt > self.options.max_deliveries {
+            self.dead_letter(record, attempt).await?;
             let _ = acker.ack_with(AckKind::Term).await;
             return Ok(None);
         }
         let now = now_ms();
         let claimed = self
             .update(&id, |r| {
+                // A cancel (or another worker) may have ended it since the read above.
+                if r.status().is_terminal() {
+                    return None;
+                }
                 r.status = Status::Planning.as_str().into();
                 r.started_ms = Some(now);
-                r.attempts = delivered;
+                r.attempts = attempt;
                 Some(())
             })
             .await?;
-        let Some(claimed) = claimed else {
-            let _ = acker.ack_with(AckKind::Term).await;
+        let Some(claimed) = claimed.filter(|c| !c.status().is_terminal()) else {
+            let _ = acker.ack().await;
             return Ok(None);
         };
-        if delivered > 1 {
+        // A worker that died leaves `attempts` at its own attempt; a hand-back said
+        // `requeued` itself.
+        if record.attempts > 0 && attempt > record.attempts {
             let reason = format!(
-                "the worker running this job stopped; attempt {delivered} of {}",
+                "the worker running this job stopped; attempt {attempt} of {}",
                 self.options.max_deliveries
             );
             let data = json!({ "reason": reason });
@@ -289,21 +338,24 @@ impl Inner {
     }
 
     /// Fails a job that ran out of deliveries and keeps a copy on `letterpress.dead.<model>`.
-    async fn dead_letter(&self, record: Record, delivered: u32) -> Result<(), StoreError> {
+    async fn dead_letter(&self, record: Record, attempt: u32) -> Result<(), StoreError> {
         let id = record.id.clone();
         let message = format!(
             "the workers running this job stopped {} time(s); it was not retried again",
-            delivered - 1
+            attempt - 1
         );
         let code = JobErrorCode::Interrupted.as_str().to_string();
         let ended = self
             .update(&id, |r| {
+                if r.status().is_terminal() {
+                    return None;
+                }
                 r.end(Status::Failed, None, Some((code.clone(), message.clone())));
                 Some(())
             })
             .await?;
-        tracing::warn!(job = %id, delivered, "job failed: out of deliveries");
-        let copy = json!({ "job": record, "deliveries": delivered, "reason": message });
+        tracing::warn!(job = %id, attempt, "job failed: out of deliveries");
+        let copy = json!({ "job": record, "attempts": attempt, "reason": message });
         let subject = format!("letterpress.dead.{}", subject_token(&record.model));
         self.js
             .publish(subject, serde_json::to_vec(&copy)?.into())
@@ -383,6 +435,7 @@ impl Inner {
                 } else {
                     r.status = Status::Queued.as_str().into();
                     r.started_ms = None;
+                    r.handbacks += 1;
                 }
                 Some(())
             })
@@ -428,10 +481,14 @@ impl Inner {
         }
         if answer == Some(CancelRequest::WillStop) {
             // Whichever worker runs it stops between steps.
-            self.client
-                .publish(super::CANCEL_SUBJECT, id.to_string().into())
-                .await
-                .map_err(err("sending a cancel"))?;
+            // The record says it already (the worker also polls it); a lost message only
+            // makes the stop later.
+            let sent = self
+                .client
+                .publish(super::CANCEL_SUBJECT, id.to_string().into());
+            if let Err(e) = sent.await {
+                tracing::warn!(job = id, error = %e, "sending a cancel");
+            }
         }
         Ok(answer)
     }

@@ -134,3 +134,49 @@ fn the_first_outcome_stands_and_cancels_answer_how_the_job_ends() {
     let record = store.job("gen_c").unwrap().unwrap();
     assert_eq!(record.error_code.as_deref(), Some("canceled"));
 }
+
+#[test]
+fn hand_backs_are_not_failed_attempts_and_ended_jobs_are_skipped() {
+    let server = harness::NatsServer::start("store-handback");
+    let store = connect(&server.url());
+    let model = super::ModelInfo {
+        model: "m".into(),
+        schedulers: vec!["ddim".into()],
+        workers: 0,
+    };
+    store.serve_model(&model, "worker_test").unwrap();
+    let claim = || {
+        (0..20)
+            .find_map(|_| store.claim_next().unwrap())
+            .expect("a job to claim")
+    };
+
+    // Handed back at shutdown three times (more than the 2 deliveries allowed): still runs.
+    store.insert_job(&job("gen_h"), None, 100).unwrap();
+    for _ in 0..3 {
+        assert_eq!(claim().attempts, 1);
+        assert_eq!(store.requeue("gen_h").unwrap(), Status::Queued);
+    }
+    let job_h = claim();
+    assert_eq!((job_h.id.as_str(), job_h.attempts), ("gen_h", 1));
+    store
+        .finish("gen_h", Status::Succeeded, None, None)
+        .unwrap();
+    let kinds: Vec<String> = store
+        .events_after("gen_h", 0)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(!kinds.contains(&"requeued".to_string()), "{kinds:?}");
+
+    // Canceled while queued: its message is acknowledged and skipped, never run.
+    store.insert_job(&job("gen_x"), None, 100).unwrap();
+    store.request_cancel("gen_x").unwrap();
+    store.insert_job(&job("gen_y"), None, 100).unwrap();
+    assert_eq!(claim().id, "gen_y");
+    assert_eq!(
+        store.job("gen_x").unwrap().unwrap().status,
+        Status::Canceled
+    );
+}
