@@ -34,6 +34,16 @@ fn build_cmd(input: &Path, out: &Path) -> Command {
     c
 }
 
+/// `dataset build --queue`, its progress and summary on `stderr`, its result on a pipe.
+fn publish(input: &Path, out: &Path, url: &str, stderr: Stdio) -> Child {
+    build_cmd(input, out)
+        .args(["--queue", url])
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 /// A worker logging (info) to `log`; the queue gives a silent worker's task to another after
 /// `ack_wait` seconds (the first worker to start sets it).
 fn worker(url: &str, log: &Path, ack_wait: u32) -> Child {
@@ -144,12 +154,7 @@ fn two_workers_one_killed_and_a_server_restart_match_the_single_process_build() 
     let mut server = NatsServer::start("dataset-queue");
     let out = dir.join("out");
     let started = Instant::now();
-    let publisher = build_cmd(&input, &out)
-        .args(["--queue", &server.url()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let publisher = publish(&input, &out, &server.url(), Stdio::piped());
     let logs = [dir.join("worker-a.log"), dir.join("worker-b.log")];
     let mut workers = Killed(vec![
         worker(&server.url(), &logs[0], 3),
@@ -250,12 +255,7 @@ fn a_worker_stopped_with_sigterm_hands_its_shard_back_at_once() {
     dataset_inputs::write_posters(&input, 80);
     let mut server = NatsServer::start("dataset-queue-sigterm");
     let out = dir.join("out");
-    let publisher = build_cmd(&input, &out)
-        .args(["--queue", &server.url()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let publisher = publish(&input, &out, &server.url(), Stdio::piped());
     let logs = [dir.join("worker-a.log"), dir.join("worker-b.log")];
     // An ack wait far longer than the test: only the handing back can finish the build.
     let mut workers = Killed(vec![worker(&server.url(), &logs[0], 600)]);
@@ -319,12 +319,12 @@ fn a_rerun_publisher_queues_nothing_twice_and_a_failing_shard_fails_the_build() 
     let server = NatsServer::start("dataset-queue-rerun");
     let out = dir.join("out");
     let publish = |log: &Path| {
-        build_cmd(&input, &out)
-            .args(["--queue", &server.url()])
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap()
+        publish(
+            &input,
+            &out,
+            &server.url(),
+            std::fs::File::create(log).unwrap().into(),
+        )
     };
     let logs = [dir.join("publisher-1.log"), dir.join("publisher-2.log")];
     // No worker yet: the first publisher queues both shards and is killed while it waits.

@@ -56,4 +56,6 @@ pub use schema::{Certificate, LineCertificate};
 pub use server::{ServeError, serve, serve_checked, work};
 pub use settings::{Settings, SettingsError};
 pub use state::{AppState, EditCheck, EditRefusal, MAX_ATTEMPTS, ModelState, Shared, StartError};
+/// For other JetStream users of the binary (the distributed dataset build).
+pub use store::nats::{connect_client as connect_nats, ensure_stream};
 pub use worker::spawn as spawn_worker;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use crate::engine::EngineInfo;
 use crate::hub::LiveEvent;
+use crate::schema::ModelQueue;
 use crate::state::{AppState, ModelState, Shared};
-use crate::store::nats::{ModelInfo, NatsStore};
+use crate::store::nats::{ModelInfo, NatsStore, QueueDepth, subject_token};
 
 /// The model a worker serves under when nothing names one: its own name is a folder's, and
 /// the embedded model's folder name changes with its weights.
@@ -70,19 +71,24 @@ fn unregistered(name: &str) -> ModelInfo {
     }
 }
 
-/// Keeps an API node's model state current with the registry, every two seconds.
+/// Keeps an API node's model state and queue snapshot current with the registry and the
+/// job stream, every two seconds.
 pub async fn watch_models(state: AppState) {
     let warned = AtomicBool::new(false);
     state.set_model_state(ModelState::AwaitingWorker);
+    *state.queues.write().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
         let s = state.clone();
-        let models = tokio::task::spawn_blocking(move || s.store.nats().map(|n| n.models())).await;
-        let registered = match models {
-            Ok(Some(Ok(m))) => m,
+        let read = tokio::task::spawn_blocking(move || {
+            let nats = s.store.nats()?;
+            Some(nats.models().and_then(|m| Ok((m, nats.queue_depths()?))))
+        });
+        let (registered, depths) = match read.await {
+            Ok(Some(Ok(read))) => read,
             Ok(Some(Err(e))) => {
-                tracing::warn!(error = %e, "reading the model registry");
+                tracing::warn!(error = %e, "reading the model registry and the queue");
                 continue;
             }
             _ => continue,
@@ -98,7 +104,36 @@ pub async fn watch_models(state: AppState) {
             Some(info) => ModelState::Ready(info),
             None => ModelState::AwaitingWorker,
         });
+        *state.queues.write().unwrap_or_else(|e| e.into_inner()) =
+            Some(model_queues(&registered, depths));
     }
+}
+
+/// Per model: jobs in the queue and live workers. Models with jobs but no registration
+/// (nobody ever served them) are listed too.
+fn model_queues(registered: &[ModelInfo], depths: Vec<QueueDepth>) -> Vec<ModelQueue> {
+    let mut queues: Vec<ModelQueue> = registered
+        .iter()
+        .map(|m| ModelQueue {
+            model: m.model.clone(),
+            jobs: 0,
+            workers: m.workers,
+        })
+        .collect();
+    for depth in depths {
+        match queues
+            .iter_mut()
+            .find(|q| subject_token(&q.model) == depth.model)
+        {
+            Some(q) => q.jobs = depth.jobs,
+            None => queues.push(ModelQueue {
+                model: depth.model,
+                jobs: depth.jobs,
+                workers: 0,
+            }),
+        }
+    }
+    queues
 }
 
 #[cfg(test)]

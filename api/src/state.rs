@@ -52,6 +52,9 @@ pub struct Shared {
     /// The edit check the binary provides (OCR and fitting, which this crate does not link):
     /// `POST /v1/edits` runs it before a job exists. Unset: those checks wait for the worker.
     pub edit_check: std::sync::OnceLock<EditCheck>,
+    /// A scaled-out API node's queue per model, as its registry watch last read it (so
+    /// `/readyz` and `/metrics` cost no NATS round trip); `None` in a single process.
+    pub queues: RwLock<Option<Vec<crate::schema::ModelQueue>>>,
 }
 
 /// Why an edit cannot be made: the request field at fault and what is wrong with it.
@@ -126,6 +129,7 @@ impl Shared {
             key_hashes,
             shutdown: tokio::sync::watch::channel(false).0,
             edit_check: std::sync::OnceLock::new(),
+            queues: RwLock::new(None),
         });
         crate::job_events::emit_recovered(&state, &recovered);
         if let Some(nats) = state.store.nats() {
@@ -145,6 +149,13 @@ impl Shared {
 
     pub fn model_state(&self) -> ModelState {
         self.model.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn queues(&self) -> Option<Vec<crate::schema::ModelQueue>> {
+        self.queues
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn set_model_state(&self, state: ModelState) {

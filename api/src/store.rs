@@ -25,6 +25,9 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("NATS: {0}")]
     Nats(String),
+    /// Said at start, when there is nobody to reconnect to.
+    #[error("cannot reach NATS at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
 }
 
 /// A job's status, as in Replicate/cog.

@@ -165,15 +165,7 @@ async fn generations_are_validated_before_a_job_exists() {
     // What passes the door runs.
     let ok = json!({"prompt": "p", "width": 64, "height": 64, "steps": 2,
                     "layout": {"width": 512, "height": 512, "lines": [line(json!([0, 0, 512, 256]))]}});
-    let r = call(
-        &state,
-        Method::POST,
-        "/v1/generations",
-        &[("prefer", "wait=30")],
-        Some(ok),
-    )
-    .await
-    .json();
+    let r = post_waiting(&state, "/v1/generations", ok).await.json();
     assert_eq!(r["status"], "succeeded", "{r}");
 }
 

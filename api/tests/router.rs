@@ -353,14 +353,7 @@ async fn generation_runs_streams_events_and_serves_files() {
     let data_dir = dir_settings.data_dir.clone();
     let state = with_engine(dir_settings.clone(), Duration::ZERO);
     let body = json!({"prompt": "a poster that says 'OPEN'", "width": 256, "height": 128, "n": 2, "seed": 9, "steps": 4, "preview_every": 2, "output_format": "webp"});
-    let r = call(
-        &state,
-        Method::POST,
-        "/v1/generations",
-        &[("prefer", "wait=30")],
-        Some(body),
-    )
-    .await;
+    let r = post_waiting(&state, "/v1/generations", body).await;
     assert_eq!(
         r.status,
         StatusCode::CREATED,
@@ -444,12 +437,10 @@ async fn generation_runs_streams_events_and_serves_files() {
     // b64_json embeds the images; the OpenAI shim answers in OpenAI's shape.
     let r = post(&state, "/v1/generations", json!({"prompt": "'B64'", "width": 64, "height": 64, "steps": 1, "response_format": "b64_json"})).await;
     let id2 = r.json()["id"].as_str().unwrap().to_string();
-    let r = call(
+    let r = post_waiting(
         &state,
-        Method::POST,
         "/v1/generations",
-        &[("prefer", "wait=30")],
-        Some(json!({"prompt": "'C'", "width": 64, "height": 64, "steps": 1})),
+        json!({"prompt": "'C'", "width": 64, "height": 64, "steps": 1}),
     )
     .await;
     assert_eq!(r.json()["status"], "succeeded");
@@ -610,15 +601,7 @@ async fn cancel_queue_bound_and_timeout() {
     let mut s = settings("timeout");
     s.job_timeout_secs = 1;
     let state = with_engine(s, Duration::from_millis(20));
-    let r = call(
-        &state,
-        Method::POST,
-        "/v1/generations",
-        &[("prefer", "wait=30")],
-        Some(slow),
-    )
-    .await
-    .json();
+    let r = post_waiting(&state, "/v1/generations", slow).await.json();
     assert_eq!(r["status"], "failed", "{r}");
     assert_eq!(r["error"]["code"], "timeout");
     assert!(
@@ -902,12 +885,10 @@ async fn a_line_of_an_earlier_result_is_regenerated_from_its_file_or_base64() {
         {"text": "BIG", "bbox": [4, 4, 120, 30]},
         {"text": "small", "bbox": [4, 36, 120, 60]}
     ]});
-    let first = call(
+    let first = post_waiting(
         &state,
-        Method::POST,
         "/v1/generations",
-        &[("prefer", "wait=30")],
-        Some(json!({"prompt": "p", "layout": layout, "seed": 3, "steps": 2})),
+        json!({"prompt": "p", "layout": layout, "seed": 3, "steps": 2}),
     )
     .await
     .json();
@@ -923,14 +904,7 @@ async fn a_line_of_an_earlier_result_is_regenerated_from_its_file_or_base64() {
     for reference in [image_id.clone(), format!("data:image/png;base64,{b64}")] {
         let body = json!({"prompt": "p", "layout": layout, "seed": 4, "steps": 2,
             "init_image": reference, "inpaint_line": 1, "strength": 0.5});
-        let r = call(
-            &state,
-            Method::POST,
-            "/v1/generations",
-            &[("prefer", "wait=30")],
-            Some(body),
-        )
-        .await;
+        let r = post_waiting(&state, "/v1/generations", body).await;
         assert_eq!(
             r.status,
             StatusCode::CREATED,
@@ -1005,14 +979,7 @@ async fn a_line_of_an_earlier_result_is_regenerated_from_its_file_or_base64() {
 async fn verified_jobs_carry_a_certificate_per_image_and_an_event_each() {
     let state = with_engine(settings("verify"), Duration::ZERO);
     let body = json!({"prompt": "a poster that says 'OPEN'", "width": 64, "height": 64, "n": 2, "seed": 1, "steps": 1, "repair": 2});
-    let r = call(
-        &state,
-        Method::POST,
-        "/v1/generations",
-        &[("prefer", "wait=30")],
-        Some(body),
-    )
-    .await;
+    let r = post_waiting(&state, "/v1/generations", body).await;
     let job = r.json();
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["input"]["verify"], true, "repair implies verify");
@@ -1046,12 +1013,10 @@ async fn verified_jobs_carry_a_certificate_per_image_and_an_event_each() {
     assert_eq!(verified[0]["certificate"]["lines_ok"], 1);
 
     // Off by default: no certificates, no verified events.
-    let plain = call(
+    let plain = post_waiting(
         &state,
-        Method::POST,
         "/v1/generations",
-        &[("prefer", "wait=30")],
-        Some(json!({"prompt": "'OPEN'", "width": 64, "height": 64, "steps": 1})),
+        json!({"prompt": "'OPEN'", "width": 64, "height": 64, "steps": 1}),
     )
     .await
     .json();
@@ -1083,14 +1048,7 @@ async fn edits_are_jobs_with_the_picture_replacements_and_a_certificate() {
     let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
     let body = json!({"image": b64, "replacements": [{"old": "SALE", "new": "DEAL"}],
                       "seed": 3, "steps": 2});
-    let r = call(
-        &state,
-        Method::POST,
-        "/v1/edits",
-        &[("prefer", "wait=30")],
-        Some(body.clone()),
-    )
-    .await;
+    let r = post_waiting(&state, "/v1/edits", body.clone()).await;
     assert_eq!(
         r.status,
         StatusCode::CREATED,
@@ -1135,15 +1093,7 @@ async fn edits_are_jobs_with_the_picture_replacements_and_a_certificate() {
     // An old text the engine cannot find fails the job, naming the replacement.
     let mut missing = body.clone();
     missing["replacements"] = json!([{"old": "MISSING", "new": "X"}]);
-    let job = call(
-        &state,
-        Method::POST,
-        "/v1/edits",
-        &[("prefer", "wait=30")],
-        Some(missing),
-    )
-    .await
-    .json();
+    let job = post_waiting(&state, "/v1/edits", missing).await.json();
     assert_eq!(job["status"], "failed", "{job}");
     assert!(
         job["error"]["message"]

@@ -16,7 +16,7 @@ mod worker;
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use async_nats::jetstream::{self, stream};
 use serde::{Deserialize, Serialize};
 
@@ -59,39 +59,30 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Connects once, with a timeout: an unreachable server at start is an error, not a retry
-/// loop. Later disconnects are retried by the client.
+/// Connects once, as the service does: an unreachable server at start is an error.
 async fn connect(url: &str) -> Result<jetstream::Context> {
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .map_err(|e| anyhow!("cannot reach NATS at {url}: {e}"))?;
+    let client = letterpress_api::connect_nats(url, "letterpress dataset").await?;
     Ok(jetstream::new(client))
 }
 
 /// The task and completion streams, created when missing.
 async fn streams(js: &jetstream::Context) -> Result<(stream::Stream, stream::Stream)> {
-    let tasks = js
-        .get_or_create_stream(stream::Config {
-            name: TASK_STREAM.into(),
-            subjects: vec!["letterpress.dataset.tasks.>".into()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .context("creating the dataset task stream")?;
-    let done = js
-        .get_or_create_stream(stream::Config {
-            name: DONE_STREAM.into(),
-            subjects: vec!["letterpress.dataset.done.>".into()],
-            storage: stream::StorageType::File,
-            max_age: Duration::from_secs(7 * 24 * 3600),
-            ..Default::default()
-        })
-        .await
-        .context("creating the dataset completion stream")?;
+    let tasks = letterpress_api::ensure_stream(
+        js,
+        TASK_STREAM,
+        "letterpress.dataset.tasks.>",
+        stream::RetentionPolicy::WorkQueue,
+        Duration::ZERO,
+    )
+    .await?;
+    let done = letterpress_api::ensure_stream(
+        js,
+        DONE_STREAM,
+        "letterpress.dataset.done.>",
+        stream::RetentionPolicy::Limits,
+        Duration::from_secs(7 * 24 * 3600),
+    )
+    .await?;
     Ok((tasks, done))
 }
 

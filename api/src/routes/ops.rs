@@ -2,7 +2,7 @@
 
 use crate::error::ApiError;
 use crate::openapi;
-use crate::schema::{GenerationAvailability, Health, ModelQueue, Readiness, ServiceIndex};
+use crate::schema::{GenerationAvailability, Health, Readiness, ServiceIndex};
 use crate::state::{AppState, ModelState};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -67,7 +67,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let body = Readiness {
         status: if ready { "ready" } else { "not_ready" },
         generation: availability(model),
-        queue: model_queues(&state).await,
+        queue: state.queues(),
     };
     (status, axum::Json(body)).into_response()
 }
@@ -85,7 +85,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
     let counts = state.store.counts_by_status()?;
     let loaded = matches!(state.model_state(), ModelState::Ready(_));
     let mut text = state.metrics.render(queued, &counts, loaded);
-    if let Some(queues) = model_queues(&state).await {
+    if let Some(queues) = state.queues() {
         text.push_str(&crate::metrics::render_queues(&queues));
     }
     Ok((
@@ -96,43 +96,6 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         text,
     )
         .into_response())
-}
-
-/// Per model: jobs in the queue and live workers (a scaled-out service only). Models with
-/// jobs but no registration (nobody ever served them) are listed too.
-async fn model_queues(state: &AppState) -> Option<Vec<ModelQueue>> {
-    let s = state.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        let nats = s.store.nats()?;
-        Some(nats.models().and_then(|m| Ok((m, nats.queue_depths()?))))
-    });
-    let (models, depths) = match read.await.ok()?? {
-        Ok(read) => read,
-        Err(e) => {
-            tracing::warn!(error = %e, "reading the queue");
-            return Some(Vec::new());
-        }
-    };
-    let mut queues: Vec<ModelQueue> = models
-        .iter()
-        .map(|m| ModelQueue {
-            model: m.model.clone(),
-            jobs: 0,
-            workers: m.workers,
-        })
-        .collect();
-    for depth in depths {
-        let token = |name: &str| crate::store::nats::subject_token(name);
-        match queues.iter_mut().find(|q| token(&q.model) == depth.model) {
-            Some(q) => q.jobs = depth.jobs,
-            None => queues.push(ModelQueue {
-                model: depth.model,
-                jobs: depth.jobs,
-                workers: 0,
-            }),
-        }
-    }
-    Some(queues)
 }
 
 pub async fn openapi(State(state): State<AppState>) -> Response {

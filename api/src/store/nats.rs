@@ -239,13 +239,8 @@ impl NatsStore {
         data: &Value,
     ) -> Result<Option<i64>, StoreError> {
         let (id, kind, data) = (job_id.to_string(), kind.to_string(), data.clone());
-        self.block(move |s| async move {
-            let seq = s.append_event(&id, &kind, &data, true).await?;
-            if let Some(seq) = seq {
-                s.publish_live(&id, seq, &kind, &data).await;
-            }
-            Ok(seq)
-        })
+        // The caller broadcasts it (job_events::add_missing_end), as with every event.
+        self.block(move |s| async move { s.append_event(&id, &kind, &data, true).await })
     }
 
     pub fn events_after(&self, job_id: &str, after: i64) -> Result<Vec<StoredEvent>, StoreError> {
@@ -314,16 +309,7 @@ impl NatsStore {
 impl Inner {
     async fn connect(options: NatsOptions) -> Result<Inner, StoreError> {
         let url = options.url.clone();
-        let client = async_nats::ConnectOptions::new()
-            .name(&options.client_name)
-            .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None)
-            .event_callback(|event| async move {
-                tracing::info!(%event, "NATS connection");
-            })
-            .connect(&url)
-            .await
-            .map_err(|e| StoreError::Nats(format!("cannot reach NATS at {url}: {e}")))?;
+        let client = connect_client(&url, &options.client_name).await?;
         let js = jetstream::new(client.clone());
         let ttl = options.file_ttl;
         let work = ensure_stream(
@@ -376,9 +362,27 @@ impl Inner {
     }
 }
 
-/// A file-storage stream, created unless it exists (every node and worker does this at
+/// Connects once, with a timeout: an unreachable server at start is an error, not a retry
+/// loop. Later disconnects are retried by the client, for ever.
+pub async fn connect_client(url: &str, name: &str) -> Result<async_nats::Client, StoreError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            tracing::info!(%event, "NATS connection");
+        })
+        .connect(url)
+        .await
+        .map_err(|e| StoreError::Unreachable {
+            url: url.into(),
+            reason: e.to_string(),
+        })
+}
+
+/// A file-storage stream, created unless it exists (every process that uses it does this at
 /// start; the first one creates it).
-async fn ensure_stream(
+pub async fn ensure_stream(
     js: &Context,
     name: &str,
     subjects: &str,

@@ -300,6 +300,18 @@ impl Reply {
     }
 }
 
+/// `POST uri` with `Prefer: wait=30`: the answer once the job ends.
+pub async fn post_waiting(state: &AppState, uri: &str, body: Value) -> Reply {
+    call(
+        state,
+        Method::POST,
+        uri,
+        &[("prefer", "wait=30")],
+        Some(body),
+    )
+    .await
+}
+
 pub async fn call(
     state: &AppState,
     method: Method,
