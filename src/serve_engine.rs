@@ -105,10 +105,10 @@ impl DiffusionEngine {
         };
         let poster = letterpress_poster::PosterEngine::load(&source, options, render)?;
         let model = poster.model();
-        if model.controlnet.is_none() && !letterpress_poster::has_layout_tokens(model) {
+        if !model.reads_glyph_mask() && !letterpress_poster::has_layout_tokens(model) {
             bail!(
-                "{}: neither a ControlNet nor a TextDiffuser-2 tokenizer; the service needs a \
-                 model that reads the layout",
+                "{}: neither a glyph ControlNet, a glyph-input UNet nor a TextDiffuser-2 \
+                 tokenizer; the service needs a model that reads the layout",
                 model_dir.display()
             );
         }

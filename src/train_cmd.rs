@@ -22,9 +22,10 @@ pub enum TrainCommand {
     /// starts as a copy of the UNet's encoder with zeroed zero convolutions (or from --init).
     Controlnet(ControlNetArgs),
     /// Fine-tune the UNet and the text encoder on TextDiffuser-2 input ids (caption + layout
-    /// tokens), as TextDiffuser-2 was trained. The base needs TextDiffuser-2's tokenizer; a
-    /// text encoder with fewer token rows is grown to match.
-    Unet(CommonArgs),
+    /// tokens), as TextDiffuser-2 was trained; a text encoder with fewer token rows than
+    /// TextDiffuser-2's tokenizer is grown to match. With a plain CLIP tokenizer the captions
+    /// alone (a UNet that reads the glyph mask as input channels: models/README.md).
+    Unet(UnetArgs),
     /// Train the VAE as an autoencoder (L1 reconstruction + a small KL term), e.g. from the
     /// random initialisation of a small model (models/README.md).
     Vae(VaeArgs),
@@ -146,6 +147,17 @@ pub struct ControlNetArgs {
     random_crop: bool,
 }
 
+#[derive(Args)]
+pub struct UnetArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Train on random crops of --resolution (image and glyph mask alike): for a UNet that
+    /// reads the glyph mask as input channels, not with TextDiffuser-2's layout tokens (they
+    /// describe the whole image).
+    #[arg(long)]
+    random_crop: bool,
+}
+
 /// Shards decoded on demand.
 struct ShardData {
     samples: Vec<ShardSample>,
@@ -217,7 +229,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                 a.random_crop,
             )
         }
-        TrainCommand::Unet(a) => (a, TrainTarget::UNet, false),
+        TrainCommand::Unet(a) => (a.common, TrainTarget::UNet, a.random_crop),
         TrainCommand::Vae(a) => (
             a.common,
             TrainTarget::Vae {

@@ -17,6 +17,10 @@ that link to the existing components:
                     encoder with its embedding table resized to 51,583 rows (as TextDiffuser-2's
                     training does), sd1's unet and scheduler + vae
   sd2-inpaint/      sd2's 9-channel unet, text_encoder, tokenizer, scheduler (v-prediction) + vae
+  sd1-glyph/        a glyph-input UNet (sd1's config with 4 + 64 input channels: the latents and the
+                    glyph mask folded 8x8 onto the latent grid), sd1's text_encoder, tokenizer,
+                    scheduler + vae; diffusers runs it as StableDiffusionPipeline with the UNet
+                    wrapped so that every call gets the folded mask after the latents
   control.png       a 64x64 glyph-mask-like control image (white bars on black)
   init.png          a 64x64 RGB image for img2img and inpainting
   inpaint_mask.png  a 64x64 mask, white where a text line is regenerated
@@ -49,6 +53,7 @@ from diffusers import (  # noqa: E402
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from diffusers.configuration_utils import FrozenDict  # noqa: E402
 from transformers import CLIPTextModel  # noqa: E402
 
 torch.use_deterministic_algorithms(True)
@@ -95,6 +100,14 @@ CASES = {
         folder="sd2-inpaint", pipeline="inpaint", prompt="the word OPEN", negative_prompt="",
         steps=4, guidance_scale=6.0, seeds=[19], strength=0.5,
     ),
+    "glyph": dict(
+        folder="sd1-glyph", pipeline="glyph", prompt="a poster that says SALE", negative_prompt="blurry",
+        steps=3, guidance_scale=7.5, seeds=[11, 12], glyph_scale=1.0,
+    ),
+    "glyph_half_nocfg": dict(
+        folder="sd1-glyph", pipeline="glyph", prompt="jazz night", negative_prompt="",
+        steps=3, guidance_scale=1.0, seeds=[4], glyph_scale=0.5,
+    ),
 }
 # One more deterministic scheduler over the ControlNet path.
 EXTRA_SCHEDULERS = {"euler": EulerDiscreteScheduler}
@@ -136,6 +149,41 @@ def build_vae(out):
     ).eval()
     randomize(vae, gen)
     vae.save_pretrained(os.path.join(out, "vae"), safe_serialization=True)
+
+
+def build_glyph_unet(fixtures, folder):
+    """sd1's UNet shape reading 4 latent channels + the 64 of an 8x-folded glyph mask."""
+    config = dict(UNet2DConditionModel.load_config(os.path.join(fixtures, "sd1", "unet")))
+    config["in_channels"] = 4 + 8 * 8
+    gen = torch.Generator().manual_seed(32)
+    torch.manual_seed(32)
+    unet = UNet2DConditionModel.from_config(config).eval()
+    randomize(unet, gen)
+    unet.save_pretrained(os.path.join(folder, "unet"), safe_serialization=True)
+
+
+class GlyphInput(torch.nn.Module):
+    """A glyph-input UNet as a pipeline sees a plain one: each call gets the folded glyph mask
+    after the latents (for every image and both guidance halves), which is what Letterpress's
+    pipeline does for such a UNet (diffusion/src/glyph_input.rs)."""
+
+    def __init__(self, unet, glyphs):
+        super().__init__()
+        self.inner = unet
+        self.glyphs = glyphs
+        self.config = FrozenDict({**unet.config, "in_channels": unet.config.out_channels})
+
+    @property
+    def dtype(self):
+        return self.inner.dtype
+
+    @property
+    def device(self):
+        return self.inner.device
+
+    def forward(self, sample, timestep, encoder_hidden_states, **kwargs):
+        glyphs = self.glyphs.to(sample.dtype).expand(sample.shape[0], -1, -1, -1)
+        return self.inner(torch.cat([sample, glyphs], 1), timestep, encoder_hidden_states, **kwargs)
 
 
 def build_td2_text_encoder(fixtures, out):
@@ -181,6 +229,14 @@ def assemble(fixtures, out):
         link(os.path.join(sd2, c), os.path.join(folder, c))
     link(os.path.join(out, "vae"), os.path.join(folder, "vae"))
     write_model_index(folder, "StableDiffusionInpaintPipeline", ["scheduler", "text_encoder", "tokenizer", "unet", "vae"])
+
+    folder = os.path.join(out, "sd1-glyph")
+    os.makedirs(folder)
+    for c in ("text_encoder", "tokenizer", "scheduler"):
+        link(os.path.join(sd1, c), os.path.join(folder, c))
+    link(os.path.join(out, "vae"), os.path.join(folder, "vae"))
+    build_glyph_unet(fixtures, folder)
+    write_model_index(folder, "StableDiffusionPipeline", ["scheduler", "text_encoder", "tokenizer", "unet", "vae"])
 
 
 def write_images(out):
@@ -257,6 +313,12 @@ def run_case(out, name, case, refs, scheduler_cls=None):
         call = dict(
             prompt=case["prompt"], image=init, mask_image=region, strength=case["strength"], negative_prompt=case["negative_prompt"], **common
         )
+    elif kind == "glyph":
+        pixels = torch.from_numpy(np.array(mask, dtype=np.float32) / 255.0)[None, None]
+        glyphs = torch.nn.functional.pixel_unshuffle(pixels * case["glyph_scale"], 8)
+        c["unet"] = GlyphInput(c["unet"], glyphs)
+        pipe = StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        call = dict(prompt=case["prompt"], negative_prompt=case["negative_prompt"], **common)
     else:
         raise ValueError(kind)
     pipe.set_progress_bar_config(disable=True)

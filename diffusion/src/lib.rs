@@ -24,6 +24,7 @@ mod clip;
 mod controlnet;
 mod embeddings;
 mod error;
+pub mod glyph_input;
 mod layers;
 mod mapped;
 pub mod pipelines;

@@ -318,6 +318,14 @@ impl ClipTokenizer {
         ids
     }
 
+    /// Whether this is a TextDiffuser-2 tokenizer: its layout tokens (`l0`…`l519`) and
+    /// character tokens (`[a]`…) are in the vocabulary.
+    pub fn has_layout_tokens(&self) -> bool {
+        ["l519", "[a]"]
+            .iter()
+            .all(|t| self.token_to_id(t).is_some())
+    }
+
     /// TextDiffuser-2's text-encoder input (docs/architecture.md; microsoft/unilm `textdiffuser-2`
     /// inference): the caption's `[bos] … [eos]`, then for each text line its tokens
     /// (`["l25", "t89", "r100", "b120", "[H]", "[i]"]`) and an eos; cut to `max_length` and

@@ -117,6 +117,11 @@ fn request(case: &Value) -> GenerationRequest {
                 mask,
             });
         }
+        "glyph" => {
+            let mut c = ControlSettings::new(gray("control.png"));
+            c.conditioning_scale = f("glyph_scale");
+            r.control = Some(c);
+        }
         other => panic!("unknown pipeline {other}"),
     }
     r
@@ -212,6 +217,45 @@ fn inpaint_9_channel_unet() {
 #[test]
 fn inpaint_9_channel_unet_below_full_strength() {
     run_case("inpaint_9ch_strength");
+}
+
+#[test]
+fn glyph_input_unet_two_images() {
+    run_case("glyph");
+}
+
+#[test]
+fn glyph_input_unet_half_scale_without_guidance() {
+    run_case("glyph_half_nocfg");
+}
+
+#[test]
+fn glyph_input_unet_reads_the_mask() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cases = cases();
+    let case = &cases["glyph_half_nocfg"];
+    let model = StableDiffusion::load(&dir().join("sd1-glyph"), None, &options()).unwrap();
+    assert_eq!(model.glyph_input_factor(), Some(8));
+    assert!(model.reads_glyph_mask() && model.controlnet.is_none());
+    let run = |r: &GenerationRequest| {
+        model
+            .generate(r, &|_| {}, &AtomicBool::new(false))
+            .unwrap()
+            .latents
+    };
+    let with_mask = run(&request(case));
+    // Scale 0 switches the glyph input off: the same as no mask at all (zeros).
+    let mut off = request(case);
+    off.control.as_mut().unwrap().conditioning_scale = 0.0;
+    let mut none = request(case);
+    none.control = None;
+    let (off, none) = (run(&off), run(&none));
+    assert!(off.equal(&none), "scale 0 and no mask differ");
+    let moved = (&with_mask - &off).abs().max().double_value(&[]);
+    assert!(
+        moved > 1e-3,
+        "the mask changed the latents by only {moved:e}"
+    );
 }
 
 #[test]

@@ -266,3 +266,69 @@ fn trained_vae_latents_have_unit_variance_after_scaling() {
     println!("scaling factor {factor:.5}, std of scaled latents {std:.4}");
     assert!((0.8..1.2).contains(&std), "scaled latent std {std}");
 }
+
+/// `Blocks` with empty glyph masks.
+struct NoGlyphs;
+
+impl TrainingData for NoGlyphs {
+    fn len(&self) -> usize {
+        Blocks.len()
+    }
+    fn get(&self, i: usize) -> letterpress_diffusion::Result<TrainingSample> {
+        let mut s = Blocks.get(i)?;
+        s.mask = GrayImage::new(64, 64);
+        Ok(s)
+    }
+}
+
+#[test]
+fn glyph_input_unet_trains_on_crops_with_its_masks() {
+    let _turn = serial();
+    let glyph_config = |out: &std::path::Path| {
+        let base = common::fixtures().join("pipeline").join("sd1-glyph");
+        let mut c = TrainConfig::new(base, out, TrainTarget::UNet);
+        c.resolution = 64;
+        // Plain CLIP tokenizer: captions alone, and crops are allowed.
+        c.random_crop = true;
+        c.batch_size = 2;
+        c.max_steps = 2;
+        c.checkpoint_every = 10;
+        c.learning_rate = 1e-3;
+        c.seed = 3;
+        c
+    };
+    let (a, b) = (tmp("glyph"), tmp("glyph-empty"));
+    let with_masks = train(&glyph_config(&a), &Blocks, &NoTrainProgress).expect("glyph run");
+    let without = train(&glyph_config(&b), &NoGlyphs, &NoTrainProgress).expect("empty masks");
+    println!(
+        "losses with masks {:?}, with empty masks {:?}",
+        with_masks.losses, without.losses
+    );
+    // Same seed, same noise and timesteps: only the glyph channels differ.
+    assert_ne!(
+        with_masks.losses[0], without.losses[0],
+        "the mask never reached the UNet"
+    );
+
+    let model = letterpress_diffusion::pipelines::StableDiffusion::load(
+        &with_masks.model_dir.expect("final model"),
+        None,
+        &LoadOptions::default(),
+    )
+    .expect("the trained pipeline loads");
+    assert_eq!(model.glyph_input_factor(), Some(8));
+
+    // A ControlNet on a glyph-input UNet is refused with the reason.
+    let mut cn = glyph_config(&tmp("glyph-cn"));
+    cn.target = TrainTarget::ControlNet {
+        init: None,
+        conditioning_channels: 1,
+        conditioning_embedding_out_channels: vec![4, 4, 8, 8],
+        train_base: false,
+    };
+    let err = train(&cn, &Blocks, &NoTrainProgress).unwrap_err();
+    assert!(err.to_string().contains("train unet"), "{err}");
+    for d in [a, b] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

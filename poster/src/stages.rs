@@ -76,9 +76,7 @@ pub fn plan_layout(
 /// Whether the model's tokenizer has TextDiffuser-2's layout and character tokens (the last
 /// of each kind stands for all).
 pub fn has_layout_tokens(model: &StableDiffusion) -> bool {
-    ["l519", "[a]"]
-        .iter()
-        .all(|t| model.tokenizer.token_to_id(t).is_some())
+    model.tokenizer.has_layout_tokens()
 }
 
 /// Whether the model reads TextDiffuser-2's layout tokens for this request.
@@ -130,12 +128,12 @@ pub fn generation_request(
             };
         }
     }
-    if model.controlnet.is_some() {
+    if model.reads_glyph_mask() {
         let Some(mask) = glyph_mask else {
             return Err(PosterError::request(
                 "text",
-                "the model has a glyph ControlNet but there is no text to draw: quote it in the \
-                 prompt, or give keywords or a layout",
+                "the model is conditioned on a glyph mask but there is no text to draw: quote \
+                 it in the prompt, or give keywords or a layout",
             ));
         };
         let o = &request.control;

@@ -36,8 +36,9 @@ pub(super) struct DenoiseInputs<'a> {
     /// Text embeddings, the unconditional half first under guidance.
     pub embeds: Tensor,
     pub control: Option<ActiveControl<'a>>,
-    /// Mask and masked-image latents of a 9-channel inpainting UNet.
-    pub inpaint_extra: Option<Tensor>,
+    /// Extra UNet input channels after the latents: a 9-channel inpainting UNet's mask and
+    /// masked-image latents, or a glyph-input UNet's folded glyph mask.
+    pub unet_extra: Option<Tensor>,
     /// img2img/inpainting start; with `blend_kept_area` (inpainting with a 4-channel UNet)
     /// the kept area is put back after each step.
     pub init: Option<&'a InitLatents>,
@@ -142,7 +143,7 @@ impl StableDiffusion {
         let scaled = scheduler.scale_model_input(&doubled, t)?;
         let timestep = Tensor::from(t).to_device(self.device);
         let residuals = control_residuals(scheduler, inputs, latents, &scaled, &timestep, i, t)?;
-        let unet_input = match &inputs.inpaint_extra {
+        let unet_input = match &inputs.unet_extra {
             Some(extra) => Tensor::cat(&[&scaled, &extra.to_kind(scaled.kind())], 1),
             None => scaled,
         };

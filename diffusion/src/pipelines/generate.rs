@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tch::{Device, Kind, Tensor};
 
+use super::control_image::control_tensor;
 use super::denoise::DenoiseInputs;
 use super::init_latents::{initial_latents, inpaint_extra};
 use super::model::StableDiffusion;
 use super::request::{GeneratedImage, Generation, GenerationRequest, StepEvent};
 use super::text::text_embeddings;
 use crate::error::{Error, Result};
+use crate::glyph_input::glyph_input;
 use crate::schedulers::{Scheduler, build_scheduler};
 
 /// The part of the schedule a generation runs: all of it, or for img2img/inpainting the last
@@ -51,9 +53,11 @@ fn check_request(model: &StableDiffusion, request: &GenerationRequest) -> Result
             request.width, request.height
         )));
     }
-    if request.control.is_some() && model.controlnet.is_none() {
+    if request.control.is_some() && !model.reads_glyph_mask() {
         return Err(Error::Request(
-            "a control image needs a ControlNet, and none is loaded with this model".into(),
+            "a control image needs a ControlNet or a UNet that reads the glyph mask, and this \
+             model has neither"
+                .into(),
         ));
     }
     if model.is_inpainting_unet()
@@ -129,17 +133,18 @@ impl StableDiffusion {
             self.device,
         )?;
         let inpaint_9ch = self.is_inpainting_unet();
+        let unet_extra = if inpaint_9ch {
+            inpaint_extra(init.as_ref(), n, guidance)
+        } else {
+            self.glyph_extra(request, n, guidance)?
+        };
         let inputs = DenoiseInputs {
             request,
             seeds: &seeds,
             timesteps: &timesteps,
             embeds,
             control: self.active_control(request, guidance, n)?,
-            inpaint_extra: if inpaint_9ch {
-                inpaint_extra(init.as_ref(), n, guidance)
-            } else {
-                None
-            },
+            unet_extra,
             init: init.as_ref(),
             blend_kept_area: !inpaint_9ch,
             guidance,
@@ -151,6 +156,29 @@ impl StableDiffusion {
             return Err(Error::Canceled);
         }
         self.decode_generation(latents, seeds, scheduler.name(), timesteps.len())
+    }
+
+    /// A glyph-input UNet's extra channels: the request's glyph mask folded onto the latent
+    /// grid, times the conditioning scale (0 switches the glyph input off, as it does a
+    /// ControlNet); zeros, an empty mask, when the request has none. The same for every image
+    /// and both guidance halves, as a ControlNet's hint is.
+    fn glyph_extra(
+        &self,
+        request: &GenerationRequest,
+        n: i64,
+        guidance: bool,
+    ) -> Result<Option<Tensor>> {
+        let Some(factor) = self.glyph_input_factor() else {
+            return Ok(None);
+        };
+        let (w, h) = (request.width, request.height);
+        let mask = match &request.control {
+            Some(c) => control_tensor(&c.mask, c.mode, w, h, 1) * c.conditioning_scale,
+            None => Tensor::zeros([1, 1, h as i64, w as i64], (Kind::Float, Device::Cpu)),
+        };
+        let folded = glyph_input(&mask, factor)?.to_device(self.device);
+        let copies = if guidance { 2 * n } else { n };
+        Ok(Some(folded.repeat([copies, 1, 1, 1])))
     }
 
     /// Decodes the final latents into the [`Generation`].

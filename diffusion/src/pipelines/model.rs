@@ -153,11 +153,17 @@ impl StableDiffusion {
             )));
         }
         let latent = self.vae.model.config().latent_channels;
-        if unet.in_channels != latent && unet.in_channels != 2 * latent + 1 {
+        let vsf = self.vae_scale_factor();
+        if unet.in_channels != latent
+            && unet.in_channels != 2 * latent + 1
+            && self.glyph_input_factor().is_none()
+        {
             return Err(config_err(format!(
-                "UNet in_channels {} fits neither {latent} latent channels nor an inpainting UNet ({})",
+                "UNet in_channels {} fits neither {latent} latent channels, nor an inpainting \
+                 UNet ({}), nor latents and a {vsf}x-folded glyph mask ({})",
                 unet.in_channels,
-                2 * latent + 1
+                2 * latent + 1,
+                latent + vsf * vsf
             )));
         }
         if let Some(cn) = &self.controlnet {
@@ -197,6 +203,22 @@ impl StableDiffusion {
     /// True for 9-channel inpainting UNets (latents, mask, masked-image latents).
     pub fn is_inpainting_unet(&self) -> bool {
         self.unet.model.config().in_channels == 2 * self.vae.model.config().latent_channels + 1
+    }
+
+    /// For a UNet that reads the glyph mask as input channels (`crate::glyph_input`), the
+    /// factor the mask is folded by; `None` for any other UNet.
+    pub fn glyph_input_factor(&self) -> Option<i64> {
+        crate::glyph_input::glyph_input_factor(
+            self.unet.model.config().in_channels,
+            self.vae.model.config().latent_channels,
+            self.vae_scale_factor(),
+        )
+    }
+
+    /// Whether the model is conditioned on a glyph mask: through a ControlNet, or as UNet
+    /// input channels.
+    pub fn reads_glyph_mask(&self) -> bool {
+        self.controlnet.is_some() || self.glyph_input_factor().is_some()
     }
 }
 

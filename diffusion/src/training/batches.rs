@@ -156,11 +156,15 @@ pub(super) fn make_batch(
     samples: &[TrainingSample],
 ) -> Result<TrainBatch> {
     let device = config.device;
-    let unet_training = matches!(config.target, TrainTarget::UNet);
-    let control_channels = sd
-        .controlnet
-        .as_ref()
-        .map(|cn| cn.model.config().conditioning_channels);
+    // TextDiffuser-2's captions with layout tokens where the tokenizer has them; a UNet
+    // trained with a plain CLIP tokenizer (a glyph-input UNet) reads plain captions.
+    let layout_captions =
+        matches!(config.target, TrainTarget::UNet) && sd.tokenizer.has_layout_tokens();
+    // The glyph mask: the ControlNet's control image, or a glyph-input UNet's extra channels.
+    let control_channels = match &sd.controlnet {
+        Some(cn) => Some(cn.model.config().conditioning_channels),
+        None => sd.glyph_input_factor().map(|_| 1),
+    };
     let (pixels, control) = image_batch(samples, config, control_channels)?;
     let latents = tch::no_grad(|| -> Result<Tensor> {
         let dist = sd.vae.model.encode(&pixels)?;
@@ -175,7 +179,7 @@ pub(super) fn make_batch(
     let mut ids = Vec::with_capacity(samples.len() * 77);
     for (i, s) in samples.iter().enumerate() {
         let dropped = drop.f_double_value(&[i as i64])? < config.caption_dropout;
-        let row = match (unet_training, dropped) {
+        let row = match (layout_captions, dropped) {
             // TextDiffuser-2's unconditional input: all eos.
             (true, true) => vec![sd.tokenizer.eos_id(); sd.tokenizer.max_length()],
             (true, false) => sd

@@ -8,6 +8,7 @@ use super::noise::NoiseSchedule;
 use crate::clip::ClipTextModel;
 use crate::controlnet::ControlNetModel;
 use crate::error::Result;
+use crate::glyph_input::{glyph_input, glyph_input_factor};
 use crate::unet_2d::UNet2DConditionModel;
 use crate::vae::AutoencoderKL;
 
@@ -57,7 +58,7 @@ pub fn diffusion_loss(m: &StepModels, batch: &TrainBatch) -> Result<Tensor> {
         _ => None,
     };
     let pred = m.unet.forward(
-        &noisy,
+        &unet_input(m.unet, &noisy, batch.control.as_ref())?,
         &batch.timesteps,
         &encoder_hidden_states,
         residuals.as_ref(),
@@ -68,6 +69,39 @@ pub fn diffusion_loss(m: &StepModels, batch: &TrainBatch) -> Result<Tensor> {
     Ok(pred.f_to_kind(Kind::Float)?.f_mse_loss(
         &target.f_to_kind(Kind::Float)?.f_to_device(pred.device())?,
         Reduction::Mean,
+    )?)
+}
+
+/// The UNet's input: the noisy latents, and for a glyph-input UNet (`crate::glyph_input`)
+/// the batch's glyph masks folded onto the latent grid after them.
+fn unet_input(
+    unet: &UNet2DConditionModel,
+    noisy: &Tensor,
+    control: Option<&Tensor>,
+) -> Result<Tensor> {
+    let latent = noisy.size()[1];
+    let wanted = unet.config().in_channels;
+    if wanted == latent {
+        return Ok(noisy.shallow_clone());
+    }
+    let Some(control) = control else {
+        return Err(crate::Error::Training(format!(
+            "the UNet takes {wanted} input channels for {latent} latent channels: a glyph-input \
+             UNet needs the glyph mask in every batch"
+        )));
+    };
+    let factor = control.size()[2] / noisy.size()[2];
+    if glyph_input_factor(wanted, latent, factor) != Some(factor) {
+        return Err(crate::Error::Training(format!(
+            "UNet in_channels {wanted} fits neither {latent} latent channels nor latents and a \
+             {factor}x-folded glyph mask ({}); inpainting UNets are not trained here",
+            latent + factor * factor
+        )));
+    }
+    let glyphs = glyph_input(&control.f_narrow(1, 0, 1)?, factor)?;
+    Ok(Tensor::f_cat(
+        &[noisy, &glyphs.f_to_kind(noisy.kind())?],
+        1,
     )?)
 }
 

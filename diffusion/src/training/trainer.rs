@@ -20,7 +20,7 @@ use super::batches::{
     Sampler, TrainingData, TrainingSample, image_batch, make_batch, text_weights,
 };
 use super::checkpoints::{OptimizerState, Trained, io_err, resume_point, save_checkpoint};
-use super::config::{MixedPrecision, TrainConfig, TrainTarget, Validation, check};
+use super::config::{MixedPrecision, TrainConfig, TrainTarget, Validation, check, check_crops};
 use super::ema::Ema;
 use super::finish::write_final_model;
 use super::init::{
@@ -91,6 +91,7 @@ pub fn train(
         variant: None,
     };
     let mut sd = load_base(&config.base, &options)?;
+    check_crops(config, sd.tokenizer.has_layout_tokens())?;
     let schedule = NoiseSchedule::new(&sd.scheduler_config)?;
     let resume = resume_point(config)?;
     if let Some((step, _)) = &resume {
@@ -228,6 +229,13 @@ fn controlnet_components(
             "ControlNet components of another target".into(),
         ));
     };
+    if sd.glyph_input_factor().is_some() {
+        return Err(Error::Training(
+            "this UNet reads the glyph mask as input channels itself: train it with `train \
+             unet`, without a ControlNet"
+                .into(),
+        ));
+    }
     let (cn, cn_config) = match init {
         Some(dir) => {
             let cn_config: Value = read_json(&dir.join("config.json"))?;
@@ -433,10 +441,10 @@ fn validate(sd: &StableDiffusion, config: &TrainConfig, v: &Validation, step: u6
     request.height = config.resolution;
     request.steps = v.steps;
     request.seed = Some(v.seed);
-    if sd.controlnet.is_some() {
+    if sd.reads_glyph_mask() {
         request.control = Some(ControlSettings::new(v.mask.clone()));
     }
-    if matches!(config.target, TrainTarget::UNet) {
+    if matches!(config.target, TrainTarget::UNet) && sd.tokenizer.has_layout_tokens() {
         request.conditioning = TextConditioning::TextDiffuser2 {
             layout_tokens: v.layout_tokens.clone(),
         };
