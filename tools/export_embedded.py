@@ -5,7 +5,8 @@ them back to fp32 on the CPU). Only the files the binary embeds are written
 
     .venv/bin/python tools/export_embedded.py runs/joint models/embedded
 
-A run stopped at a checkpoint exports too: `runs/joint/checkpoint-N models/embedded --base
+A pipeline without a ControlNet (a UNet that reads the glyph mask as input channels) exports
+without one. A run stopped at a checkpoint exports too: `runs/joint/checkpoint-N models/embedded --base
 runs/vae16` takes the trained components' EMA averages from the checkpoint's
 `ema.safetensors` (their live weights when it has none) and the rest from the base.
 """
@@ -38,10 +39,14 @@ def main():
     ema_path = os.path.join(args.run, "ema.safetensors")
     ema = load_file(ema_path) if args.base and os.path.exists(ema_path) else {}
     total = 0
+    has_controlnet = os.path.isdir(os.path.join(args.run, "controlnet"))
     for f in embedded_files():
         src, dst = os.path.join(args.run, f), os.path.join(args.out, f)
         if args.base and not os.path.exists(src):
             src = os.path.join(args.base, f)
+        if f.startswith("controlnet/") and not has_controlnet:
+            # A glyph-input UNet's pipeline has no ControlNet (docs/architecture.md).
+            continue
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if f.endswith(".safetensors"):
             component = f.split("/")[0]
@@ -57,7 +62,8 @@ def main():
         elif f == "model_index.json" and args.base:
             with open(src) as fh:
                 index = json.load(fh)
-            index["controlnet"] = ["diffusers", "ControlNetModel"]
+            if has_controlnet:
+                index["controlnet"] = ["diffusers", "ControlNetModel"]
             with open(dst, "w") as fh:
                 json.dump(index, fh, indent=2)
                 fh.write("\n")

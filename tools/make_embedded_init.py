@@ -3,12 +3,17 @@
 the committed configs in models/configs/ (see models/README.md for the sizes and the plan).
 
     .venv/bin/python tools/make_embedded_init.py [--out models/embedded-init] [--seed 0]
+        [--configs models/configs]
 
 Writes a StableDiffusionControlNetPipeline folder: unet/, vae/, text_encoder/ (transformers'
 CLIPTextModel), tokenizer/ (the CLIP BPE files of the test fixtures), scheduler/, and
 controlnet/ made with ControlNetModel.from_unet (copied encoder, zeroed zero-convolutions), all
 as safetensors, and prints the parameter count and fp32/fp16 size of each component.
 Seeded: the same seed writes the same bytes.
+
+--configs names another folder of configs (e.g. models/configs/glyph-f4): its files replace
+those of models/configs, and a folder without controlnet.json makes a StableDiffusionPipeline
+without a ControlNet (a UNet that reads the glyph mask as input channels needs none).
 """
 import argparse
 import json
@@ -25,8 +30,11 @@ CONFIGS = os.path.join(ROOT, "models", "configs")
 BPE = os.path.join(ROOT, "diffusion", "tests", "fixtures", "clip_bpe")
 
 
-def config(name):
-    with open(os.path.join(CONFIGS, name)) as f:
+def config(name, folder=CONFIGS):
+    path = os.path.join(folder, name)
+    if not os.path.exists(path):
+        path = os.path.join(CONFIGS, name)
+    with open(path) as f:
         c = json.load(f)
     return {k: v for k, v in c.items() if not k.startswith("_")}
 
@@ -40,28 +48,28 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "embedded-init"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--configs", default=CONFIGS)
     args = ap.parse_args()
+    with_controlnet = os.path.exists(os.path.join(args.configs, "controlnet.json"))
     torch.manual_seed(args.seed)
     os.makedirs(args.out, exist_ok=True)
 
-    unet = UNet2DConditionModel(**config("unet.json"))
-    vae = AutoencoderKL(**config("vae.json"))
-    te_config = config("text_encoder.json")
+    unet = UNet2DConditionModel(**config("unet.json", args.configs))
+    vae = AutoencoderKL(**config("vae.json", args.configs))
+    te_config = config("text_encoder.json", args.configs)
     te_config.pop("architectures", None)
     text_encoder = CLIPTextModel(CLIPTextConfig(**te_config))
-    cn = config("controlnet.json")
-    controlnet = ControlNetModel.from_unet(
-        unet,
-        conditioning_channels=cn["conditioning_channels"],
-        conditioning_embedding_out_channels=tuple(cn["conditioning_embedding_out_channels"]),
-    )
+    models = [("unet", unet), ("vae", vae), ("text_encoder", text_encoder)]
+    if with_controlnet:
+        cn = config("controlnet.json", args.configs)
+        controlnet = ControlNetModel.from_unet(
+            unet,
+            conditioning_channels=cn["conditioning_channels"],
+            conditioning_embedding_out_channels=tuple(cn["conditioning_embedding_out_channels"]),
+        )
+        models.append(("controlnet", controlnet))
     total = [0, 0.0, 0.0]
-    for name, model in [
-        ("unet", unet),
-        ("vae", vae),
-        ("text_encoder", text_encoder),
-        ("controlnet", controlnet),
-    ]:
+    for name, model in models:
         model.save_pretrained(os.path.join(args.out, name), safe_serialization=True)
         n, mb32, mb16 = size(model)
         total = [total[0] + n, total[1] + mb32, total[2] + mb16]
@@ -88,8 +96,11 @@ def main():
         )
     sched = os.path.join(args.out, "scheduler")
     os.makedirs(sched, exist_ok=True)
+    scheduler_config = os.path.join(args.configs, "scheduler_config.json")
+    if not os.path.exists(scheduler_config):
+        scheduler_config = os.path.join(CONFIGS, "scheduler_config.json")
     shutil.copyfile(
-        os.path.join(CONFIGS, "scheduler_config.json"),
+        scheduler_config,
         os.path.join(sched, "scheduler_config.json"),
     )
     index = {
@@ -102,6 +113,9 @@ def main():
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
+    if not with_controlnet:
+        index["_class_name"] = "StableDiffusionPipeline"
+        del index["controlnet"]
     with open(os.path.join(args.out, "model_index.json"), "w") as f:
         json.dump(index, f, indent=2)
         f.write("\n")
