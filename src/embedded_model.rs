@@ -1,5 +1,6 @@
-//! The embedded demo model (`models/embedded/`, models/README.md): a small glyph-ControlNet
-//! pipeline trained from scratch by `letterpress train` on the synthetic corpus, compiled into
+//! The embedded demo model (`models/embedded/`, models/README.md): a small pipeline whose UNet
+//! reads the glyph mask as input channels (docs/architecture.md, "Glyph input channels"),
+//! trained from scratch by `letterpress train` on the synthetic corpus, compiled into
 //! the binary so that `letterpress poster` works with no weights on the machine. On first use
 //! its files are written once to a cache folder named by their hash (computed by build.rs),
 //! because the model loader reads diffusers folders.
@@ -27,12 +28,10 @@ const FILES: &[(&str, &[u8])] = embedded![
     "unet/diffusion_pytorch_model.safetensors",
     "vae/config.json",
     "vae/diffusion_pytorch_model.safetensors",
-    "controlnet/config.json",
-    "controlnet/diffusion_pytorch_model.safetensors",
 ];
 
 /// What the CLI prints when it falls back to the embedded model.
-pub const DESCRIPTION: &str = "the embedded demo model (9 M parameters, trained on synthetic \
+pub const DESCRIPTION: &str = "the embedded demo model (8 M parameters, trained on synthetic \
                                posters; pass --model-dir for a real one)";
 
 /// Glyph initialisation strength the embedded model starts from by default: it paints no
