@@ -43,7 +43,11 @@ fn main() {
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     }
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/embedded");
+    // The run-time variable, not `env!`: a build script compiled once is reused by cargo for
+    // another checkout sharing the target folder, and would hash that checkout's model.
+    let root =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    let model = root.join("models/embedded");
     println!("cargo:rerun-if-changed={}", model.display());
     println!(
         "cargo:rustc-env=LETTERPRESS_EMBEDDED_HASH={:016x}",
