@@ -231,7 +231,6 @@ pub(super) fn check_crops(config: &TrainConfig, layout_tokens: bool) -> Result<(
 
 #[cfg(test)]
 mod tests {
-    use super::super::batches::TrainingSample;
     use super::*;
 
     #[test]
