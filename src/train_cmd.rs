@@ -25,7 +25,7 @@ pub enum TrainCommand {
     /// tokens), as TextDiffuser-2 was trained; a text encoder with fewer token rows than
     /// TextDiffuser-2's tokenizer is grown to match. With a plain CLIP tokenizer the captions
     /// alone (a UNet that reads the glyph mask as input channels: models/README.md).
-    Unet(UnetArgs),
+    Unet(CommonArgs),
     /// Train the VAE as an autoencoder (L1 reconstruction + a small KL term), e.g. from the
     /// random initialisation of a small model (models/README.md).
     Vae(VaeArgs),
@@ -42,10 +42,6 @@ pub struct VaeArgs {
     /// mask): a pixel there counts 1 + W times. 0: plain L1.
     #[arg(long, default_value_t = 0.0)]
     text_weight: f64,
-    /// Train on random crops of --resolution at the images' own size instead of resizing
-    /// them (text keeps its scale).
-    #[arg(long)]
-    random_crop: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,6 +116,12 @@ pub struct CommonArgs {
     /// checkpoint).
     #[arg(long)]
     stop_after: Option<u64>,
+    /// Train on random crops of --resolution (image and glyph mask alike) at the images' own
+    /// size instead of resizing them: text keeps its scale, e.g. 128² crops for a model
+    /// sampled at 256². Not with TextDiffuser-2's layout tokens (they describe the whole
+    /// image); a UNet that reads the glyph mask as input channels crops.
+    #[arg(long)]
+    random_crop: bool,
 }
 
 #[derive(Args)]
@@ -140,22 +142,6 @@ pub struct ControlNetArgs {
     /// scratch); OUT is then a whole pipeline with its ControlNet.
     #[arg(long)]
     train_base: bool,
-    /// Train on random crops of --resolution (image and glyph mask alike) at the images' own
-    /// size instead of resizing them: text keeps its scale, e.g. 128² crops for a model
-    /// sampled at 256².
-    #[arg(long)]
-    random_crop: bool,
-}
-
-#[derive(Args)]
-pub struct UnetArgs {
-    #[command(flatten)]
-    common: CommonArgs,
-    /// Train on random crops of --resolution (image and glyph mask alike): for a UNet that
-    /// reads the glyph mask as input channels, not with TextDiffuser-2's layout tokens (they
-    /// describe the whole image).
-    #[arg(long)]
-    random_crop: bool,
 }
 
 /// Shards decoded on demand.
@@ -210,7 +196,7 @@ impl TrainProgress for Bar {
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
-    let (common, target, random_crop) = match cmd {
+    let (common, target) = match cmd {
         TrainCommand::Controlnet(a) => {
             if !matches!(a.conditioning_channels, 1 | 3) {
                 bail!(
@@ -226,17 +212,15 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                     conditioning_embedding_out_channels: a.conditioning_embedding_channels,
                     train_base: a.train_base,
                 },
-                a.random_crop,
             )
         }
-        TrainCommand::Unet(a) => (a.common, TrainTarget::UNet, a.random_crop),
+        TrainCommand::Unet(a) => (a, TrainTarget::UNet),
         TrainCommand::Vae(a) => (
             a.common,
             TrainTarget::Vae {
                 kl_weight: a.kl_weight,
                 text_weight: a.text_weight,
             },
-            a.random_crop,
         ),
     };
     let samples = read_samples(&common.data)
@@ -247,7 +231,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
     }
     let mut config = TrainConfig::new(&common.base, &common.out, target);
     config.resolution = common.resolution;
-    config.random_crop = random_crop;
+    config.random_crop = common.random_crop;
     config.batch_size = common.batch_size;
     config.gradient_accumulation = common.gradient_accumulation;
     config.max_steps = common.max_steps;
